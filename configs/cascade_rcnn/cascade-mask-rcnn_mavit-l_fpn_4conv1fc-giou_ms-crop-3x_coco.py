@@ -1,0 +1,11 @@
+# Cascade Mask R-CNN 3x + multi-scale with MAViT-L (paper Table 3: 152 M, 979 G, 56.0 AP^b / 48.4 AP^m).
+# The release trains L with 1 image per GPU (8 in total) and lr 2e-4.
+_base_ = './cascade-mask-rcnn_mavit-s_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
+
+pretrained = 'checkpoints/mavit-l_in1k.pth'
+model = dict(
+    backbone=dict(arch='large', init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 448, 640]))
+train_dataloader = dict(batch_size=1)
+optim_wrapper = dict(optimizer=dict(lr=2e-4))
+auto_scale_lr = dict(base_batch_size=8)

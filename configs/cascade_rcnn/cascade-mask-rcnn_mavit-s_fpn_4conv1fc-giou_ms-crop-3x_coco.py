@@ -1,0 +1,28 @@
+# Cascade Mask R-CNN 3x + multi-scale with MAViT-S (paper Table 3: 82 M, 741 G, 54.2 AP^b / 47.0 AP^m).
+# The stock "4conv1fc-giou" Cascade recipe of the ConvNeXt paper (3 ConvFC heads with 4 shared convs and
+# SyncBN, GIoU loss, DETR-style multi-scale + crop, 36 epochs) with the release's optimizer:
+# AdamW lr 4e-4 wd 0.05, no decay on norms, 500 warm-up iterations, mixed precision.
+_base_ = 'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py'
+custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
+
+pretrained = 'checkpoints/mavit-s_in1k.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='MAViT',
+        arch='small',
+        out_indices=(0, 1, 2, 3),
+        norm_cfg=dict(type='SyncBN'),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 320, 512]))
+
+optim_wrapper = dict(
+    _delete_=True,
+    type='AmpOptimWrapper',
+    optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'norm': dict(decay_mult=0.)}))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
+    dict(type='MultiStepLR', begin=0, end=36, by_epoch=True, milestones=[27, 33], gamma=0.1)
+]
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,26 @@
+# Mask R-CNN 1x with MAViT-T (paper Table 4: 33 M params, 219 G FLOPs, 47.6 AP^b / 42.9 AP^m).
+# Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 0.05 (no decay on norms), steps at 8 and 11,
+# mixed precision, SyncBN in the backbone (mmengine turns it into BN when not distributed).
+_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
+
+# The release's ImageNet-1K weights (see docs/pretrained.md); override with
+# --cfg-options model.backbone.init_cfg.checkpoint=PATH
+pretrained = 'checkpoints/mavit-t_in1k.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='MAViT',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        norm_cfg=dict(type='SyncBN'),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512]))
+
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+
+# 8 GPUs x 2 images: --auto-scale-lr rescales the lr for other totals.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

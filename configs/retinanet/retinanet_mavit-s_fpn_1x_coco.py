@@ -1,0 +1,7 @@
+# RetinaNet 1x with MAViT-S: the MAViT-T recipe with the small backbone.
+_base_ = './retinanet_mavit-t_fpn_1x_coco.py'
+
+pretrained = 'checkpoints/mavit-s_in1k.pth'
+model = dict(
+    backbone=dict(arch='small', init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 320, 512]))

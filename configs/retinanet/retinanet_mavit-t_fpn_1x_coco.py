@@ -1,0 +1,21 @@
+# RetinaNet 1x with MAViT-T (paper Table 4: 24 M params, 201 G FLOPs, 45.6 AP).
+# Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 1e-4 (no decay on norms), steps at 8 and 11,
+# SyncBN in the backbone. The FPN starts at stage 2 (start_level=1) with extra convs on its input, as stock.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
+
+pretrained = 'checkpoints/mavit-t_in1k.pth'
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='MAViT',
+        arch='tiny',
+        out_indices=(0, 1, 2, 3),
+        norm_cfg=dict(type='SyncBN'),
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    neck=dict(in_channels=[64, 128, 256, 512], start_level=1, add_extra_convs='on_input'))
+
+optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=1e-4),
+    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+auto_scale_lr = dict(enable=False, base_batch_size=16)

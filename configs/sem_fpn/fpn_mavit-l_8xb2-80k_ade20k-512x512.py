@@ -1,0 +1,7 @@
+# Semantic FPN 80k with MAViT-L on ADE20K: the MAViT-T recipe with the large backbone.
+_base_ = './fpn_mavit-t_8xb2-80k_ade20k-512x512.py'
+
+pretrained = 'checkpoints/mavit-l_in1k.pth'
+model = dict(
+    backbone=dict(arch='large', init_cfg=dict(checkpoint=pretrained)),
+    neck=dict(in_channels=[96, 192, 448, 640]))

@@ -1,0 +1,13 @@
+"""mavit-mm: MAViT backbones for OpenMMLab 2.x (mmdet, mmseg, mmpretrain).
+
+``custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)`` in a config
+registers ``MAViT`` in mmengine's root registry and allow-lists the types mmengine's
+Runner checkpoints hold for torch's weights-only loader.
+"""
+from .models import MAViT, MALAttention, RoPESoftmaxAttention
+from .utils.safe_checkpoint import register_runner_checkpoint_types
+from .version import __version__
+
+register_runner_checkpoint_types()
+
+__all__ = ['MAViT', 'MALAttention', 'RoPESoftmaxAttention', '__version__']

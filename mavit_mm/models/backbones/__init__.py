@@ -1,0 +1,3 @@
+from .mavit import MAViT
+
+__all__ = ['MAViT']

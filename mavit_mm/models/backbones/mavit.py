@@ -1,0 +1,295 @@
+"""MAViT backbone (Fan et al., "Rectifying Magnitude Neglect in Linear Attention", ICCV 2025).
+
+A convolutional stem to stride 4, then four stages of :class:`MAViTBlock` at strides
+4, 8, 16 and 32. By default stages 1-2 use magnitude-aware linear attention (MALA)
+and stages 3-4 softmax attention, as in every released checkpoint. Parameter and
+buffer names equal the authors' release, so its checkpoints load without remapping.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import trunc_normal_
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from mavit_mm.registry import MODELS
+from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
+from ..layers.rotary import RotaryEmbedding2d
+from ..utils.pretrained import load_pretrained_backbone
+
+DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
+
+
+class ConvStem(nn.Module):
+    """Four 3x3 convs to stride 4: ``(B, in_channels, H, W)`` -> ``(B, C, H/4, W/4)``.
+
+    The layers sit in ``proj`` (an ``nn.Sequential``) at the release's indices:
+    convs at 0, 3, 6, 9, norms at 1, 4, 7, 10, GELUs at 2, 5, 8.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, norm_cfg: dict) -> None:
+        super().__init__()
+        mid = embed_dims // 2
+        layers: List[nn.Module] = []
+        for i, (c_in, c_out, stride) in enumerate(
+                [(in_channels, mid, 2), (mid, mid, 1), (mid, mid, 1), (mid, embed_dims, 2)]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride, 1), build_norm_layer(norm_cfg, c_out)[1]]
+            if i < 3:
+                layers.append(nn.GELU())
+        self.proj = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class Downsample(nn.Module):
+    """3x3 stride-2 conv and a norm between two stages: ``(B, C_in, H, W)`` -> ``(B, C_out, H/2, W/2)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict) -> None:
+        super().__init__()
+        self.reduction = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
+        self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.reduction(x))
+
+
+class MAViTStage(nn.Module):
+    """One stage: rotary tables, ``depth`` blocks, then an optional downsample.
+
+    ``forward`` returns ``(features before the downsample, input of the next stage)``.
+    """
+
+    def __init__(self, embed_dims: int, depth: int, num_heads: int, attn_types: Sequence[str],
+                 mlp_ratio: float, drop_paths: Sequence[float], layer_scale_init_value: float,
+                 out_channels: Optional[int], norm_cfg: dict, with_cp: bool = False) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.RoPE = RotaryEmbedding2d(embed_dims, num_heads)
+        self.blocks = nn.ModuleList([
+            MAViTBlock(embed_dims, num_heads, attn_types[j], mlp_ratio, drop_paths[j],
+                       layer_scale_init_value) for j in range(depth)
+        ])
+        self.downsample = (Downsample(embed_dims, out_channels, norm_cfg)
+                           if out_channels is not None else None)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        rope = self.RoPE(x.shape[-2:])
+        for block in self.blocks:
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
+        return x, (self.downsample(x) if self.downsample is not None else x)
+
+
+@MODELS.register_module()
+class MAViT(BaseModule):
+    """MAViT backbone for classification, detection and segmentation.
+
+    Args:
+        arch (str | dict): A name in :attr:`arch_zoo` (``'tiny'``/``'t'``, ``'small'``/``'s'``,
+            ``'base'``/``'b'``, ``'large'``/``'l'``) or a dict with ``embed_dims``, ``depths``,
+            ``num_heads`` and optionally ``layer_init_values``, ``mlp_ratio``,
+            ``drop_path_rate``. Defaults to ``'tiny'``.
+        in_channels (int): Image channels. Defaults to 3.
+        out_indices (Sequence[int] | int): Stages whose outputs (before their downsample,
+            through an output LayerNorm) are returned; negatives count from the end.
+            Defaults to ``(0, 1, 2, 3)``.
+        attn_types (str | Sequence): ``'mala'`` or ``'softmax'`` for every block, or one entry
+            per stage, each a str or a list with one str per block. Defaults to the release's
+            layout ``('mala', 'mala', 'softmax', 'softmax')``.
+        drop_path_rate (float, optional): Stochastic depth at the last block, growing linearly
+            from 0. Defaults to None, the arch's own rate.
+        norm_cfg (dict): Norm of the stem and the downsamples. Defaults to ``dict(type='BN')``;
+            use ``dict(type='SyncBN')`` for multi-GPU training (mmengine's Runner turns it back
+            into BN when training is not distributed).
+        out_norms (bool): Whether to build the four output LayerNorms ``extra_norms`` of the
+            dense-prediction release. Classification (the release's head after stage 4)
+            sets False. Defaults to True.
+        frozen_stages (int): Freeze the stem (``>= 0``) and the first ``frozen_stages`` stages
+            with their output norms; -1 freezes nothing. Defaults to -1.
+        norm_eval (bool): Keep BN layers (SyncBN included) in eval mode while training.
+            Defaults to False.
+        with_cp (bool): Activation checkpointing of every block. Defaults to False.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
+            release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
+            (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
+    """
+
+    arch_zoo: Dict[str, dict] = {
+        **dict.fromkeys(['t', 'tiny'], dict(
+            embed_dims=[64, 128, 256, 512], depths=[2, 2, 6, 2], num_heads=[1, 2, 4, 8],
+            layer_init_values=[1, 1, 1, 1], drop_path_rate=0.1, projection=2048)),
+        **dict.fromkeys(['s', 'small'], dict(
+            embed_dims=[64, 128, 320, 512], depths=[3, 5, 9, 3], num_heads=[1, 2, 5, 8],
+            layer_init_values=[1, 1, 1, 1], drop_path_rate=0.15, projection=2048)),
+        **dict.fromkeys(['b', 'base'], dict(
+            embed_dims=[96, 192, 384, 512], depths=[4, 6, 12, 6], num_heads=[1, 2, 6, 8],
+            layer_init_values=[1, 1, 1e-6, 1e-6], drop_path_rate=0.4, projection=2048)),
+        **dict.fromkeys(['l', 'large'], dict(
+            embed_dims=[96, 192, 448, 640], depths=[4, 7, 19, 8], num_heads=[1, 2, 7, 10],
+            layer_init_values=[1e-6] * 4, drop_path_rate=0.55, projection=2560)),
+    }
+    _required_arch_keys = {'embed_dims', 'depths', 'num_heads'}
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 attn_types: Union[str, Sequence] = DEFAULT_ATTN_TYPES,
+                 drop_path_rate: Optional[float] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 out_norms: bool = True,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.arch_settings = self._parse_arch(arch)
+        embed_dims = self.arch_settings['embed_dims']
+        depths = self.arch_settings['depths']
+        num_stages = len(depths)
+        self.embed_dims = list(embed_dims)
+        self.num_stages = num_stages
+        self.out_indices = self._parse_out_indices(out_indices, num_stages)
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {num_stages}] (-1 freezes nothing, 0 the '
+                             f'stem, k the stem and the first k stages), got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.attn_types = self._parse_attn_types(attn_types, depths)
+        if drop_path_rate is None:
+            drop_path_rate = self.arch_settings.get('drop_path_rate', 0.0)
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        layer_init_values = self.arch_settings.get('layer_init_values', [1.0] * num_stages)
+        mlp_ratio = self.arch_settings.get('mlp_ratio', 3.5)
+
+        self.patch_embed = ConvStem(in_channels, embed_dims[0], norm_cfg)
+        self.layers = nn.ModuleList()
+        for i in range(num_stages):
+            start = sum(depths[:i])
+            self.layers.append(MAViTStage(
+                embed_dims[i], depths[i], self.arch_settings['num_heads'][i], self.attn_types[i],
+                mlp_ratio, dpr[start:start + depths[i]], layer_init_values[i],
+                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, with_cp))
+        self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims)
+                            if out_norms else None)
+        self.apply(self._init_module)
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ argument parsing
+    @classmethod
+    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in cls.arch_zoo:
+                raise ValueError(f'Unknown MAViT arch {arch!r}: choose one of '
+                                 f'{sorted(cls.arch_zoo)} or pass a dict with keys '
+                                 f'{sorted(cls._required_arch_keys)}')
+            return copy.deepcopy(cls.arch_zoo[key])
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
+        missing = cls._required_arch_keys - set(arch)
+        if missing:
+            raise ValueError(f'Custom MAViT arch is missing keys {sorted(missing)}; '
+                             f'it needs {sorted(cls._required_arch_keys)}')
+        lengths = {k: len(arch[k]) for k in cls._required_arch_keys}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(f'Custom MAViT arch: embed_dims, depths and num_heads need one entry '
+                             f'per stage, got lengths {lengths}')
+        return copy.deepcopy(arch)
+
+    @staticmethod
+    def _parse_out_indices(out_indices: Union[int, Sequence[int]],
+                           num_stages: int) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        parsed = []
+        for index in out_indices:
+            if not -num_stages <= index < num_stages:
+                raise ValueError(f'out_indices entry {index} is out of range: MAViT has '
+                                 f'{num_stages} stages, use 0..{num_stages - 1} (or negatives)')
+            parsed.append(index % num_stages)
+        return tuple(parsed)
+
+    @staticmethod
+    def _parse_attn_types(attn_types: Union[str, Sequence], depths: Sequence[int]) -> List[List[str]]:
+        if isinstance(attn_types, str):
+            attn_types = [attn_types] * len(depths)
+        if len(attn_types) != len(depths):
+            raise ValueError(f'attn_types needs one entry per stage ({len(depths)}), got {attn_types!r}')
+        per_block = []
+        for i, (kind, depth) in enumerate(zip(attn_types, depths)):
+            kinds = [kind] * depth if isinstance(kind, str) else list(kind)
+            if len(kinds) != depth:
+                raise ValueError(f'attn_types[{i}] lists {len(kinds)} blocks, stage {i} has {depth}')
+            bad = [k for k in kinds if k not in ATTENTIONS]
+            if bad:
+                raise ValueError(f'Unknown attention type(s) {bad} in stage {i}: use {sorted(ATTENTIONS)}')
+            per_block.append(kinds)
+        return per_block
+
+    # ------------------------------------------------------------------ weights
+    @staticmethod
+    def _init_module(m: nn.Module) -> None:
+        """Initialisation from scratch, as the release: convs trunc-normal(0.02), zero biases."""
+        if isinstance(m, nn.Conv2d):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def init_weights(self) -> None:
+        """Load ``init_cfg``'s Pretrained checkpoint; other init_cfg types go to mmengine."""
+        if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
+            load_pretrained_backbone(self, self.init_cfg['checkpoint'],
+                                     prefix=self.init_cfg.get('prefix'),
+                                     map_location=self.init_cfg.get('map_location', 'cpu'),
+                                     logger=MMLogger.get_current_instance())
+            self._is_init = True
+        else:
+            super().init_weights()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ training behaviour
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        frozen: List[nn.Module] = [self.patch_embed]
+        for i in range(self.frozen_stages):
+            frozen.append(self.layers[i])
+            if self.extra_norms is not None:
+                frozen.append(self.extra_norms[i])
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'MAViT':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):  # SyncBatchNorm included
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """``(B, in_channels, H, W)`` -> one ``(B, embed_dims[i], ceil(H / 2^(i+2)), ...)`` map
+        per entry of ``out_indices`` (strides 4, 8, 16, 32)."""
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.layers):
+            feat, x = stage(x)
+            if i in self.out_indices:
+                outs.append(self.extra_norms[i](feat) if self.extra_norms is not None else feat)
+        return tuple(outs)

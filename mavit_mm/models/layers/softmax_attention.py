@@ -1,0 +1,37 @@
+"""Softmax attention on rotary-encoded queries and keys (the release's flag ``'v'``)."""
+import torch.nn.functional as F
+from torch import Tensor
+
+from mavit_mm.registry import MODELS
+from .attention_base import ConvAttentionBase
+from .rotary import apply_rotary
+
+
+def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor,
+                           scale: float) -> Tensor:
+    """``softmax(s * rot(q) rot(k)^T) v`` per head through torch's fused SDPA kernels.
+
+    Args:
+        q, k, v (Tensor): ``(B, heads, N, head_dim)``.
+        sin, cos (Tensor): Rotary tables ``(N, head_dim)``.
+        scale (float): ``head_dim ** -0.5``.
+
+    Returns:
+        Tensor: ``(B, heads, N, head_dim)``.
+    """
+    q = apply_rotary(q, sin, cos).to(v.dtype)
+    k = apply_rotary(k, sin, cos).to(v.dtype)
+    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+
+
+@MODELS.register_module()
+class RoPESoftmaxAttention(ConvAttentionBase):
+    """MAViT's softmax attention block, quadratic in the number of tokens.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Attention heads.
+    """
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
+        return rope_softmax_attention(q, k, v, sin, cos, self.scale)

@@ -1,0 +1,123 @@
+"""Config helpers behind tools/train.py and tools/test.py, for mmdet, mmseg and mmpretrain configs.
+
+Nothing here is model-specific: it edits dataloader, evaluator and hook settings of a loaded
+:class:`mmengine.config.Config`, and checks that the datasets a run needs are on disk.
+"""
+import os.path as osp
+from typing import Iterator, List, Optional
+
+from mmengine.config import Config, ConfigDict
+
+DATASET_LAYOUTS = {
+    'CocoDataset': """\
+  {root}
+    annotations/instances_train2017.json
+    annotations/instances_val2017.json
+    train2017/   (118k images)
+    val2017/     (5k images)""",
+    'ADE20KDataset': """\
+  {root}
+    images/training/        annotations/training/      (*.jpg / *.png, 20,210)
+    images/validation/      annotations/validation/    (2,000)""",
+    'ImageNet': """\
+  {root}
+    train/n01440764/*.JPEG ...       val/ (or meta/train.txt, meta/val.txt with ann_file)""",
+}
+
+SPLITS = {'train': 'train_dataloader', 'val': 'val_dataloader', 'test': 'test_dataloader'}
+
+
+def iter_datasets(dataset_cfg: ConfigDict) -> Iterator[ConfigDict]:
+    """Yield the leaf dataset configs of a dataset config (through Repeat/Concat/... wrappers)."""
+    if 'datasets' in dataset_cfg:
+        for d in dataset_cfg['datasets']:
+            yield from iter_datasets(d)
+    elif 'dataset' in dataset_cfg:
+        yield from iter_datasets(dataset_cfg['dataset'])
+    else:
+        yield dataset_cfg
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every dataloader and evaluator of ``cfg`` at ``data_root``.
+
+    Dataset configs got the base config's ``data_root`` copied in when the file was parsed, so
+    setting ``cfg.data_root`` alone changes nothing: each dataset's ``data_root`` and every
+    evaluator ``ann_file`` that starts with the old root are rewritten.
+    """
+    data_root = data_root.rstrip('/') + '/'
+    old_roots = set()
+    for key in SPLITS.values():
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        for ds in iter_datasets(loader['dataset']):
+            if ds.get('data_root'):
+                old_roots.add(ds['data_root'].rstrip('/') + '/')
+            ds['data_root'] = data_root
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(key)
+        if not evaluators:
+            continue
+        for ev in evaluators if isinstance(evaluators, list) else [evaluators]:
+            ann = ev.get('ann_file')
+            for old in old_roots:
+                if isinstance(ann, str) and ann.startswith(old):
+                    ev['ann_file'] = data_root + ann[len(old):]
+    cfg.data_root = data_root
+
+
+def _dataset_paths(ds: ConfigDict) -> List[str]:
+    root = ds.get('data_root') or ''
+    paths = []
+    if ds.get('ann_file'):
+        paths.append(osp.join(root, ds['ann_file']))
+    for prefix in (ds.get('data_prefix') or {}).values():
+        if isinstance(prefix, str) and prefix:
+            paths.append(osp.join(root, prefix))
+    return paths or ([root] if root else [])
+
+
+def check_datasets(cfg: Config, splits: List[str]) -> None:
+    """Raise ``FileNotFoundError`` naming the expected layout when a dataset of ``splits`` is missing."""
+    for split in splits:
+        loader = cfg.get(SPLITS[split])
+        if not loader:
+            continue
+        for ds in iter_datasets(loader['dataset']):
+            missing = [p for p in _dataset_paths(ds) if p and not osp.exists(p)]
+            if not missing:
+                continue
+            kind = ds.get('type', 'dataset')
+            layout = DATASET_LAYOUTS.get(kind, '  {root} with ann_file and data_prefix as in the config')
+            raise FileNotFoundError(
+                f'The {split} dataset ({kind}) is not where the config says: {missing[0]} does not exist.\n'
+                f'Expected layout:\n{layout.format(root=ds.get("data_root") or "<data_root>")}\n'
+                'Prepare it as in docs/datasets.md, or point the config at your copy with '
+                '--data-root /path/to/dataset (or --cfg-options).')
+
+
+def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = False) -> None:
+    """Turn on the library's visualization hook for testing, saving drawings under ``show_dir``."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise KeyError('this config has no default_hooks.visualization to draw predictions with')
+    scope = cfg.get('default_scope')
+    if scope == 'mmpretrain':
+        hook.update(enable=True, out_dir=show_dir, show=show)
+        return
+    hook.update(draw=True, show=show)
+    if scope == 'mmdet':
+        hook['test_out_dir'] = show_dir
+    elif show_dir:  # mmseg's hook writes where its visualizer saves
+        cfg.visualizer['save_dir'] = show_dir
+
+
+def enable_tta(cfg: Config) -> None:
+    """Swap in the config's test-time augmentation (``tta_model`` + ``tta_pipeline``)."""
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise KeyError('--tta needs tta_model and tta_pipeline in the config (the stock mmdet / mmseg '
+                       'base configs define them); this config has none')
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    cfg.tta_model.module = cfg.model
+    cfg.model = cfg.tta_model

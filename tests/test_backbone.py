@@ -1,0 +1,191 @@
+"""MAViT backbone: every variant against the spec's parameter counts, key layout, shapes and
+the release's formulation; the options users set in configs."""
+import pytest
+import torch
+from torch import nn
+
+from mavit_mm import MAViT
+from reference import reference_forward, release_key_layout
+
+ARCHS = {  # arch: (backbone params in M as the release builds them, depths, heads)
+    'tiny': (13.35, [2, 2, 6, 2], [1, 2, 4, 8]),
+    'small': (24.04, [3, 5, 9, 3], [1, 2, 5, 8]),
+    'base': (46.69, [4, 6, 12, 6], [1, 2, 6, 8]),
+    'large': (93.56, [4, 7, 19, 8], [1, 2, 7, 10]),
+}
+DEFAULT_KINDS = ['mala', 'mala', 'softmax', 'softmax']
+
+
+def randomize_(model: nn.Module) -> nn.Module:
+    """Give every float parameter and BN statistic non-default values, so nothing is an identity."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith('RoPE.angle') or not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=g)
+            if name.endswith('running_var'):
+                t.copy_(0.5 + noise.abs())
+            elif name.endswith(('gamma_1', 'gamma_2')) or 'norm' in name and name.endswith('weight'):
+                t.copy_(1 + 0.2 * noise)
+            else:
+                t.add_(0.05 * noise)
+    return model
+
+
+@pytest.fixture(scope='module')
+def models():
+    return {arch: MAViT(arch=arch) for arch in ARCHS}
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_param_count_and_release_keys(models, arch):
+    model = models[arch]
+    params_m = sum(p.numel() for p in model.parameters()) / 1e6
+    assert round(params_m, 2) == ARCHS[arch][0]
+    assert sorted(model.state_dict()) == sorted(release_key_layout(ARCHS[arch][1]))
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_matches_release_formulation(models, arch):
+    """Same weights, same outputs as the release's equations (fp32, CPU, 1e-5 of output scale)."""
+    model = randomize_(MAViT(arch=arch)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = model(x)
+        expected = reference_forward(model.state_dict(), x, ARCHS[arch][1], ARCHS[arch][2], DEFAULT_KINDS)
+    for got, exp in zip(outs, expected):
+        scale = exp.abs().max()
+        assert (got - exp).abs().max() <= 1e-5 * scale
+
+
+@pytest.mark.parametrize('kinds', ['mala', 'softmax', ['softmax', 'mala', 'mala', 'softmax']])
+def test_attention_layouts_match_reference(kinds):
+    model = randomize_(MAViT(arch='tiny', attn_types=kinds)).eval()
+    per_stage = [kinds] * 4 if isinstance(kinds, str) else kinds
+    assert all(b.attn_type == per_stage[i] for i, s in enumerate(model.layers) for b in s.blocks)
+    x = torch.randn(1, 3, 48, 40)
+    with torch.no_grad():
+        for got, exp in zip(model(x), reference_forward(model.state_dict(), x, [2, 2, 6, 2], [1, 2, 4, 8],
+                                                        per_stage)):
+            assert (got - exp).abs().max() <= 1e-5 * exp.abs().max()
+
+
+def test_per_block_attention_types():
+    kinds = ['mala', ['mala', 'softmax'], 'softmax', ['softmax', 'mala']]
+    model = MAViT(arch='tiny', attn_types=kinds)
+    assert [b.attn_type for b in model.layers[1].blocks] == ['mala', 'softmax']
+    assert [b.attn_type for b in model.layers[3].blocks] == ['softmax', 'mala']
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_forward_backward_every_param_gets_gradient(models, arch):
+    model = models[arch].train()
+    outs = model(torch.randn(2, 3, 64, 64))
+    sum(o.float().pow(2).mean() for o in outs).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    model.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize('hw', [(64, 64), (96, 160), (67, 45), (33, 99)])
+def test_output_shapes_and_strides(hw):
+    model = MAViT(arch='tiny').eval()
+    h, w = hw
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, h, w))
+    for i, (out, c) in enumerate(zip(outs, [64, 128, 256, 512])):
+        h, w = (h + 1) // 2, (w + 1) // 2  # each stride-2 conv: ceil(n / 2)
+        if i == 0:
+            h, w = (h + 1) // 2, (w + 1) // 2  # the stem has two
+        assert out.shape == (1, c, h, w)
+
+
+@pytest.mark.parametrize('out_indices,expected', [((0, 1, 2, 3), 4), ((3,), 1), (-1, 1), ((1, 3), 2)])
+def test_out_indices(out_indices, expected):
+    model = MAViT(arch='tiny', out_indices=out_indices).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+    assert len(outs) == expected
+    if out_indices == -1:
+        assert outs[0].shape[1] == 512
+
+
+def test_custom_arch_dict():
+    arch = dict(embed_dims=[32, 64, 64, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4])
+    model = MAViT(arch=arch)
+    outs = model(torch.randn(2, 3, 32, 32))
+    assert [o.shape[1] for o in outs] == [32, 64, 64, 128]
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(arch='huge'), r"Unknown MAViT arch 'huge': choose one of \['b', 'base'"),
+    (dict(arch=dict(embed_dims=[64], depths=[2])), 'missing keys'),
+    (dict(out_indices=(0, 4)), 'out_indices entry 4 is out of range'),
+    (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+    (dict(attn_types='flash'), 'Unknown attention type'),
+    (dict(attn_types=['mala', 'mala']), 'one entry per stage'),
+])
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MAViT(**kwargs)
+
+
+def test_short_arch_names_are_the_same_model():
+    assert MAViT(arch='s').arch_settings == MAViT(arch='Small').arch_settings
+
+
+def test_frozen_stages():
+    model = MAViT(arch='tiny', frozen_stages=2)
+    model.train()
+    frozen = [model.patch_embed, model.layers[0], model.layers[1], model.extra_norms[0], model.extra_norms[1]]
+    for m in frozen:
+        assert all(not p.requires_grad for p in m.parameters())
+        assert not m.training
+    assert all(p.requires_grad for p in model.layers[2].parameters())
+    assert model.layers[2].training
+    # frozen BN statistics really do not move in training mode
+    before = model.patch_embed.proj[1].running_mean.clone()
+    model(torch.randn(2, 3, 32, 32))
+    torch.testing.assert_close(model.patch_embed.proj[1].running_mean, before)
+
+
+@pytest.mark.parametrize('norm_type', ['BN', 'SyncBN'])
+def test_norm_eval_covers_syncbn(norm_type):
+    model = MAViT(arch='tiny', norm_cfg=dict(type=norm_type), norm_eval=True)
+    assert model.train() is model  # train()/eval() return the module
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(bns) == 7 and not any(m.training for m in bns)
+    assert model.layers[0].blocks[0].training
+    assert model.eval() is model
+
+
+def test_syncbn_by_config():
+    model = MAViT(arch='tiny', norm_cfg=dict(type='SyncBN'))
+    assert isinstance(model.patch_embed.proj[1], nn.SyncBatchNorm)
+    assert isinstance(model.layers[0].downsample.norm, nn.SyncBatchNorm)
+
+
+def test_with_cp_same_values_and_gradients():
+    torch.manual_seed(0)
+    a = MAViT(arch='tiny', drop_path_rate=0.0)
+    b = MAViT(arch='tiny', drop_path_rate=0.0, with_cp=True)
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    for m in (a, b):
+        sum(o.sum() for o in m(x)).backward()
+    torch.testing.assert_close(b.layers[2].blocks[0].attn.qkvo.weight.grad,
+                               a.layers[2].blocks[0].attn.qkvo.weight.grad)
+
+
+def test_drop_path_rate_override():
+    model = MAViT(arch='tiny', drop_path_rate=0.3)
+    assert model.layers[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.3)
+    assert isinstance(model.layers[0].blocks[0].drop_path, nn.Identity)
+    assert MAViT(arch='base').layers[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.4)
+
+
+def test_layer_scale_init_values():
+    model = MAViT(arch='base')
+    assert model.layers[0].blocks[0].gamma_1.flatten()[0].item() == 1.0
+    assert model.layers[2].blocks[0].gamma_2.flatten()[0].item() == pytest.approx(1e-6)

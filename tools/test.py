@@ -22,7 +22,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--work-dir', help='where the evaluation metrics are written')
     parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
-    parser.add_argument('--show-dir', help='draw predictions into this folder (under work_dir/TIMESTAMP for mmdet)')
+    parser.add_argument('--show-dir', help='draw predictions into this folder (relative paths: under the work dir)')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation of the config's tta_model")
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
@@ -48,7 +48,7 @@ def main() -> None:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-    if args.show or args.show_dir:
+    if args.show or args.show_dir:  # after work_dir: relative show dirs go under it
         enable_visualization(cfg, args.show_dir, args.show)
     if args.tta:
         enable_tta(cfg)

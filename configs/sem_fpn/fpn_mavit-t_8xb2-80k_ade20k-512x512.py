@@ -6,6 +6,7 @@ custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
 
 pretrained = 'checkpoints/mavit-t_in1k.pth'
 model = dict(
+    pretrained=None,  # the stock ResNet weights; MAViT's come through init_cfg
     backbone=dict(
         _delete_=True,
         type='MAViT',

@@ -107,10 +107,10 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
         hook.update(enable=True, out_dir=show_dir, show=show)
         return
     hook.update(draw=True, show=show)
-    if scope == 'mmdet':
+    if scope == 'mmdet':  # relative to work_dir/TIMESTAMP
         hook['test_out_dir'] = show_dir
-    elif show_dir:  # mmseg's hook writes where its visualizer saves
-        cfg.visualizer['save_dir'] = show_dir
+    elif show_dir:  # mmseg's hook writes where its visualizer saves: put relative paths under work_dir too
+        cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
 
 
 def enable_tta(cfg: Config) -> None:

@@ -1,8 +1,9 @@
 """A deterministic toy dataset of coloured shapes on textured backgrounds.
 
-Written twice from the same images: in COCO instance format (boxes, polygon masks) for mmdet and in
-ADE20K's semantic layout (images/ + annotations/ with one label PNG per image) for mmseg, so the
-real pipelines, datasets and evaluators run on it. Used by the README's main job and the tests.
+Written three times from the same images: in COCO instance format (boxes, polygon masks) for mmdet, in
+ADE20K's semantic layout (images/ + annotations/ with one label PNG per image) for mmseg, and as an
+ImageNet-style folder per class (the class of the largest shape) for mmpretrain, so the real pipelines,
+datasets and evaluators run on it. Used by the README's main job and the tests.
 
     make_toy_dataset('data/toy', num_train=160, num_val=40, size=128, seed=0)
 """
@@ -73,21 +74,23 @@ def _coco_annotation(obj: dict, ann_id: int, image_id: int) -> dict:
 
 def make_toy_dataset(root: str, num_train: int = 160, num_val: int = 40, size: int = 128,
                      seed: int = 0) -> Dict[str, str]:
-    """Write the toy data under ``root`` (``coco/`` and ``ade/``) unless it is already complete.
+    """Write the toy data under ``root`` (``coco/``, ``ade/``, ``cls/``) unless it is already complete.
 
     Returns:
-        dict: ``{'coco': ..., 'ade': ...}`` roots.
+        dict: ``{'coco': ..., 'ade': ..., 'cls': ...}`` roots.
     """
-    coco_root, ade_root = osp.join(root, 'coco'), osp.join(root, 'ade')
-    done_marker = osp.join(root, f'.complete-{num_train}-{num_val}-{size}-{seed}')
+    coco_root, ade_root, cls_root = osp.join(root, 'coco'), osp.join(root, 'ade'), osp.join(root, 'cls')
+    roots = dict(coco=coco_root, ade=ade_root, cls=cls_root)
+    done_marker = osp.join(root, f'.complete-v2-{num_train}-{num_val}-{size}-{seed}')
     if osp.exists(done_marker):
-        return dict(coco=coco_root, ade=ade_root)
+        return roots
     rng = np.random.default_rng(seed)
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
     for split, count in (('train', num_train), ('val', num_val)):
         ade_split = SPLITS[split]
         for d in (osp.join(coco_root, split), osp.join(coco_root, 'annotations'),
-                  osp.join(ade_root, 'images', ade_split), osp.join(ade_root, 'annotations', ade_split)):
+                  osp.join(ade_root, 'images', ade_split), osp.join(ade_root, 'annotations', ade_split),
+                  *(osp.join(cls_root, split, name) for name in CLASSES)):
             os.makedirs(d, exist_ok=True)
         images, annotations = [], []
         for i in range(count):
@@ -101,10 +104,14 @@ def make_toy_dataset(root: str, num_train: int = 160, num_val: int = 40, size: i
                 label_map[obj['mask'].astype(bool)] = obj['label'] + 1
                 annotations.append(_coco_annotation(obj, len(annotations) + 1, i + 1))
             cv2.imwrite(osp.join(ade_root, 'annotations', ade_split, name + '.png'), label_map)
+            if objects:
+                largest = max(objects, key=lambda o: int(o['mask'].sum()))
+                cv2.imwrite(osp.join(cls_root, split, CLASSES[largest['label']], name + '.jpg'), img,
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append(dict(id=i + 1, file_name=name + '.jpg', height=size, width=size))
         ann_path = osp.join(coco_root, 'annotations', f'instances_{split}.json')
         with open(ann_path + '.tmp', 'w') as f:
             json.dump(dict(images=images, annotations=annotations, categories=categories), f)
         os.replace(ann_path + '.tmp', ann_path)
     open(done_marker, 'w').close()
-    return dict(coco=coco_root, ade=ade_root)
+    return roots

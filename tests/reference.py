@@ -81,8 +81,8 @@ def _attention(sd, p, x, heads, kind, freqs):
 
 
 def reference_forward(sd: Dict[str, Tensor], x: Tensor, depths: Sequence[int],
-                      num_heads: Sequence[int], kinds: Sequence[str]) -> List[Tensor]:
-    """Outputs of all four stages (after extra_norms) of the release's dense backbone."""
+                      num_heads: Sequence[int], kinds: Sequence[str], out_norms: bool = True) -> List[Tensor]:
+    """Outputs of all four stages of the release's backbone (through extra_norms if ``out_norms``)."""
     for i in range(4):
         x = _conv(sd, f'patch_embed.proj.{3 * i}', x, stride=2 if i in (0, 3) else 1, pad=1)
         x = _bn(sd, f'patch_embed.proj.{3 * i + 1}', x)
@@ -100,7 +100,7 @@ def reference_forward(sd: Dict[str, Tensor], x: Tensor, depths: Sequence[int],
             y = F.gelu(_conv(sd, p + '.ffn.fc1', _ln2d(sd, p + '.norm2.norm', x)))
             y = y + _conv(sd, p + '.ffn.dwconv', y, pad=1, groups=y.shape[1])
             x = x + sd[p + '.gamma_2'] * _conv(sd, p + '.ffn.fc2', y)
-        outs.append(_ln2d(sd, f'extra_norms.{i}.norm', x))
+        outs.append(_ln2d(sd, f'extra_norms.{i}.norm', x) if out_norms else x)
         if i + 1 < len(depths):
             x = _bn(sd, f'layers.{i}.downsample.norm', _conv(sd, f'layers.{i}.downsample.reduction', x, 2, 1))
     return outs
@@ -132,3 +132,12 @@ def release_key_layout(depths: Sequence[int], with_cls_head: bool = False) -> Li
     else:
         keys += [f'extra_norms.{i}.norm.{t}' for i in range(4) for t in ('weight', 'bias')]
     return keys
+
+
+def reference_cls_logits(sd: Dict[str, Tensor], x: Tensor, depths: Sequence[int],
+                         num_heads: Sequence[int]) -> Tensor:
+    """Logits of the release's ImageNet model: stage 4, proj, BN, swish, mean, head."""
+    feat = reference_forward(sd, x, depths, num_heads, ['mala', 'mala', 'softmax', 'softmax'], False)[-1]
+    y = _bn(sd, 'norm', _conv(sd, 'proj', feat))
+    y = (y * torch.sigmoid(y)).mean(dim=(2, 3), keepdim=True)
+    return _conv(sd, 'head', y).flatten(1)

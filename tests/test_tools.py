@@ -31,7 +31,7 @@ FRAMEWORKS = {  # real config, toy config to take the data from, head settings f
 @pytest.fixture(scope='session')
 def toy_root(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('toy'))
-    make_toy_dataset(root, num_train=8, num_val=4, size=96, seed=1)
+    make_toy_dataset(root, num_train=16, num_val=6, size=96, seed=1)
     return root
 
 
@@ -46,6 +46,8 @@ def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
     cfg = Config.fromfile(osp.join(ROOT, real))
     toy_cfg = Config.fromfile(toy)
     for key in DATA_KEYS:
+        if 'evaluator' in key and 'metric' in cfg[key]:  # what the real config evaluates (bbox, segm)
+            toy_cfg[key].metric = cfg[key].metric
         cfg[key] = toy_cfg[key]
     sub = 'coco' if toy == TOY_DET else 'ade'
     set_data_root(cfg, osp.join(toy_root, sub))
@@ -63,6 +65,9 @@ def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
             bbox_head.norm_cfg = dict(type='BN', requires_grad=True)
         cfg.model.roi_head.mask_head.num_classes = 3
     cfg.model.backbone.update(norm_cfg=dict(type='BN'), init_cfg=None)
+    if toy == TOY_DET:  # after 2 iterations all scores are low: keep them, so COCO metrics are computed
+        test_cfg = cfg.model.test_cfg
+        (test_cfg.rcnn if 'rcnn' in test_cfg else test_cfg).score_thr = 0.0
     cfg.train_dataloader.batch_size = 2
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
     cfg.param_scheduler = None
@@ -96,6 +101,25 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
     assert result.stat().st_size > 0
     drawn = [f for f in tmp_path.rglob('*.*g') if 'vis' in str(f)]
     assert drawn, 'no predictions drawn'
+
+
+@pytest.mark.slow
+def test_classification_train_and_top1_eval_on_toy_data(toy_root, tmp_path):
+    config = 'configs/toy/mavit-t_toy-cls.py'
+    work_dir = tmp_path / 'work'
+    options = ['--cfg-options', 'train_dataloader.batch_size=8', 'train_cfg.max_epochs=1',
+               'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
+               'default_hooks.logger.interval=1']
+    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--data-root',
+                   osp.join(toy_root, 'cls'), *options)
+    assert out.returncode == 0, out.stderr[-3000:]
+    scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    assert len([s for s in scalars if 'loss' in s]) == 2
+    assert any('accuracy/top1' in s for s in scalars)
+    out = run_tool('tools/test.py', config, str(work_dir / 'epoch_1.pth'), '--work-dir', str(tmp_path / 't'),
+                   '--data-root', osp.join(toy_root, 'cls'), '--out', str(tmp_path / 'preds.pkl'))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 'accuracy/top1' in out.stdout + out.stderr and (tmp_path / 'preds.pkl').stat().st_size > 0
 
 
 def test_missing_coco_names_layout():

@@ -20,8 +20,7 @@ train_and_test() {  # CONFIG_NAME WORK_NAME CHECKPOINT_NAME [train.py options]
   echo "=== training $cfg -> $dir"
   $PY tools/train.py "$cfg" --work-dir "$dir" "$@"
   echo "=== testing $dir/$ckpt.pth, drawing predictions under $dir"
-  $PY tools/test.py "$cfg" "$dir/$ckpt.pth" --work-dir "$dir" --show-dir vis \
-    --cfg-options default_hooks.visualization.interval=1 > "$dir/test.log" 2>&1 \
+  $PY tools/test.py "$cfg" "$dir/$ckpt.pth" --work-dir "$dir" --show-dir vis > "$dir/test.log" 2>&1 \
     || { tail -20 "$dir/test.log"; exit 1; }
   grep -E "(Epoch|Iter)\(test\)" "$dir/test.log" | tail -1
 }

@@ -46,3 +46,4 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=50, end=max_iters, by_epoch=False)
 ]
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_iters))
+randomness = dict(seed=0)

@@ -72,7 +72,8 @@ def _dataset_paths(ds: ConfigDict) -> List[str]:
     paths = []
     if ds.get('ann_file'):
         paths.append(osp.join(root, ds['ann_file']))
-    for prefix in (ds.get('data_prefix') or {}).values():
+    prefixes = ds.get('data_prefix') or {}
+    for prefix in ([prefixes] if isinstance(prefixes, str) else prefixes.values()):
         if isinstance(prefix, str) and prefix:
             paths.append(osp.join(root, prefix))
     return paths or ([root] if root else [])
@@ -109,8 +110,10 @@ def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = Fals
     hook.update(draw=True, show=show)
     if scope == 'mmdet':  # relative to work_dir/TIMESTAMP
         hook['test_out_dir'] = show_dir
-    elif show_dir:  # mmseg's hook writes where its visualizer saves: put relative paths under work_dir too
-        cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
+    else:  # mmseg's hook draws every `interval`-th batch (50 by default) where its visualizer saves
+        hook['interval'] = 1
+        if show_dir:  # relative paths under work_dir, as mmdet's
+            cfg.visualizer['save_dir'] = osp.join(cfg.work_dir, show_dir)
 
 
 def enable_tta(cfg: Config) -> None:

@@ -1,4 +1,4 @@
-"""Write the toy shapes dataset (COCO instance + ADE20K-style semantic layouts) used by the main job.
+"""Write the toy shapes dataset (COCO instances, ADE20K and ImageNet-style layouts) used by the main job.
 
     python tools/misc/make_toy_data.py [ROOT=data/toy] [--num-train 160] [--num-val 40] [--size 128]
 """
@@ -16,7 +16,8 @@ def main() -> None:
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
     roots = make_toy_dataset(args.root, args.num_train, args.num_val, args.size, args.seed)
-    print(f"toy data ready: {roots['coco']} (COCO instances), {roots['ade']} (ADE20K layout)")
+    print(f"toy data ready: {roots['coco']} (COCO instances), {roots['ade']} (ADE20K layout), "
+          f"{roots['cls']} (a folder per class)")
 
 
 if __name__ == '__main__':

@@ -10,19 +10,21 @@ import json
 import os.path as osp
 import sys
 
-# Thresholds a model that learned nothing does not reach: an untrained detector scores ~0 mAP, and
-# predicting "background" everywhere gives a mIoU of ~0.2 (1 of 4 classes).
+# Thresholds a model that learned nothing does not reach, with a margin below what the toy runs reached
+# (docs/toy.md): a detector whose RoI head says "background" everywhere scores 0.002 mAP@50-95 and ~0.01
+# mAP@50; predicting "background" everywhere gives a mIoU of about 25 (1 of 4 classes).
 CHECKS = {
-    'toy_mask_rcnn': [('coco/bbox_mAP', 0.30), ('coco/segm_mAP', 0.30)],
-    'toy_upernet': [('mIoU', 50.0)],
+    'toy_upernet': [('mIoU', 80.0)],
+    'toy_mask_rcnn': [('coco/bbox_mAP_50', 0.05), ('coco/segm_mAP_50', 0.04)],
 }
 
 
 def last_test_metrics(work_dir: str) -> dict:
-    """Metrics of the newest run in ``work_dir`` whose json holds test metrics."""
+    """Metrics of the newest run in ``work_dir`` that only tested (its json log holds no loss)."""
     for path in sorted(glob.glob(osp.join(work_dir, '*', '*.json')), reverse=True):
-        lines = [json.loads(line) for line in open(path) if line.strip()]
-        if lines and 'step' in lines[-1] and not any('loss' in line for line in lines):
+        with open(path) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+        if lines and not any('loss' in line for line in lines):
             return lines[-1]
     return {}
 
@@ -39,7 +41,8 @@ def main() -> int:
             ok &= passed
             shown = 'missing' if value is None else f'{value:.3f}'
             print(f"{job:<16}{key:<16}{shown:>8}{need:>8}  {'ok' if passed else 'BELOW'}")
-        drawn = glob.glob(osp.join(root, job, '**', 'vis*', '**', '*.png'), recursive=True)
+        drawn = [f for f in glob.glob(osp.join(root, job, '**', 'vis*', '**', '*.*'), recursive=True)
+                 if f.endswith(('.png', '.jpg'))]
         print(f'{job:<16}{len(drawn)} drawn predictions under {osp.join(root, job)}')
     return 0 if ok else 1
 

@@ -1,0 +1,4 @@
+# MAViT-B on ImageNet-1K: the MAViT-T recipe with the base backbone (its stochastic depth).
+_base_ = './mavit-t_8xb128_in1k.py'
+
+model = dict(backbone=dict(arch='base'), head=dict(in_channels=512, projection=2048))

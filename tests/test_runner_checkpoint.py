@@ -3,6 +3,7 @@ CPU training resumes from its saved iteration; crafted pickles are still refused
 import os
 import pickle
 import re
+import uuid
 import subprocess
 import sys
 
@@ -42,8 +43,10 @@ class ToyImages(Dataset):
 
 
 def make_runner(work_dir, **kwargs):
+    # A unique experiment name: two Runners started in the same second would otherwise share
+    # mmengine's timestamp-named logger (and log file).
     return Runner(
-        model=ToyClassifier(), work_dir=str(work_dir),
+        model=ToyClassifier(), work_dir=str(work_dir), experiment_name=f'resume-{uuid.uuid4().hex}',
         train_dataloader=dict(dataset=ToyImages(), batch_size=2, num_workers=0,
                               sampler=dict(type='DefaultSampler', shuffle=True, seed=0)),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),

@@ -2,7 +2,9 @@
 # Install the OpenMMLab 2.x stack and mavit-mm into the current Python environment.
 #
 #   bash tools/install.sh                       # from PyPI
-#   bash tools/install.sh --wheelhouse DIR      # offline, from a folder of wheels (+ mmcv-2.1.0.tar.gz)
+#   bash tools/install.sh --wheelhouse DIR      # offline, from a folder of wheels (+ mmcv-2.1.0.tar.gz);
+#                                               # fill it on a connected machine with
+#                                               # pip download -r requirements.txt -d DIR, plus mmcv's sdist
 #
 # What it does, and why (see docs/install.md):
 #   1. keeps an installed torch; installs torch + the matching torchvision where there is none;
@@ -60,7 +62,8 @@ if ! "$PYTHON" -c "import torchvision" 2>/dev/null; then
     || log "WARNING: no torchvision for torch $TORCH_VERSION; classification configs will not import"
 fi
 # mmcv's setup.py and mmengine's `mmdet::` config resolution import pkg_resources (gone in setuptools 82).
-"${PIP[@]}" "setuptools>=77.0.3,<82" wheel ninja
+"${PIP[@]}" "setuptools>=77.0.3,<82" wheel
+"${PIP[@]}" ninja || log "no ninja: mmcv builds one file at a time (slower)"
 
 # ---------------------------------------------------------------- 2. mmcv with compiled ops
 mmcv_ok() {

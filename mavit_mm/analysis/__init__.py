@@ -1,0 +1,1 @@
+"""Analysis helpers (attention scores); not imported by the core."""

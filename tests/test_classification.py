@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
 
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm import MAViT
+from mavit_mm.utils.config_tools import build_model
 from reference import reference_cls_logits
 from test_backbone import randomize_
 
@@ -22,10 +22,7 @@ PAPER_GFLOPS = {'t': 2.5, 's': 4.6, 'b': 9.9, 'l': 16.1}  # Table 2, 224x224
 
 
 def build_classifier(path: str):
-    from mmpretrain.registry import MODELS
-    cfg = Config.fromfile(osp.join(ROOT, path))
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        return MODELS.build(cfg.model)
+    return build_model(Config.fromfile(osp.join(ROOT, path)))
 
 
 @pytest.mark.parametrize('arch', PAPER)
@@ -112,11 +109,9 @@ def test_backbone_converter_round_trip(tmp_path, prefix):
 
 def test_dense_converter_maps_every_key_and_refuses_a_wrong_config(tmp_path):
     cfg = 'configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py'
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        from mmdet.registry import MODELS
-        c = Config.fromfile(osp.join(ROOT, cfg))
-        c.model.backbone.init_cfg = None
-        model = MODELS.build(c.model)
+    c = Config.fromfile(osp.join(ROOT, cfg))
+    c.model.backbone.init_cfg = None
+    model = build_model(c)
     src = tmp_path / 'retinanet_t_1x.pth'  # a DDP-prefixed mmdet 2.x-style file
     torch.save({'state_dict': {f'module.{k}': v for k, v in model.state_dict().items()},
                 'meta': {'mmdet_version': '2.11.0', 'CLASSES': ('person', )}}, src)

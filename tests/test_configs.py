@@ -1,13 +1,14 @@
 """Every detection / segmentation config builds its model with the paper's parameter count and runs a
 forward; the toy configs build. (ImageNet configs: tests/test_classification.py.)"""
 import glob
-import importlib
 import os.path as osp
 
 import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
+
+from mavit_mm.utils.config_tools import build_model
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DENSE_FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet')
@@ -27,13 +28,6 @@ PAPER_PARAMS = {
 def paper_key(path: str):
     arch = osp.basename(path).split('mavit-')[1][0]
     return osp.basename(osp.dirname(path)), arch
-
-
-def build(cfg: Config):
-    scope = cfg.default_scope
-    with DefaultScope.overwrite_default_scope(scope):
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
-    return model
 
 
 def tensor_forward(model, scope: str, size: int = 128):
@@ -64,7 +58,7 @@ def test_config_builds_with_paper_params_and_runs(path):
     assert cfg.model.backbone.type == 'MAViT'
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'
     assert cfg.model.backbone.norm_cfg == dict(type='SyncBN')
-    model = build(cfg).eval()
+    model = build_model(cfg).eval()
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     assert abs(params_m - PAPER_PARAMS[paper_key(path)]) <= 0.5, params_m
     out = tensor_forward(model, cfg.default_scope)
@@ -77,4 +71,4 @@ def test_toy_configs_build(path):
     cfg = Config.fromfile(path)
     init = cfg.model.backbone.get('init_cfg')  # needs no download: from scratch or from the toy UperNet run
     assert init is None or init.checkpoint.startswith('work_dirs/toy_upernet/')
-    tensor_forward(build(cfg).eval(), cfg.default_scope)
+    tensor_forward(build_model(cfg).eval(), cfg.default_scope)

@@ -3,10 +3,13 @@
 Nothing here is model-specific: it edits dataloader, evaluator and hook settings of a loaded
 :class:`mmengine.config.Config`, and checks that the datasets a run needs are on disk.
 """
+import importlib
 import os.path as osp
 from typing import Iterator, List, Optional
 
 from mmengine.config import Config, ConfigDict
+from mmengine.registry import DefaultScope
+from torch import nn
 
 DATASET_LAYOUTS = {
     'CocoDataset': """\
@@ -124,3 +127,10 @@ def enable_tta(cfg: Config) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
     cfg.tta_model.module = cfg.model
     cfg.model = cfg.tta_model
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """Build ``cfg.model`` with the registry of the config's ``default_scope`` (mmdet, mmseg, mmpretrain)."""
+    scope = cfg.get('default_scope', 'mmengine')
+    with DefaultScope.overwrite_default_scope(scope):
+        return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)

@@ -30,23 +30,19 @@ from mmengine.config import Config  # noqa: E402
 
 from mavit_mm.analysis.attention_scores import (block_scores, capture_attention_input,  # noqa: E402
                                                 scaled_query_scores, top_bottom_ratio)
+from mavit_mm.utils.config_tools import build_model  # noqa: E402
 
 SCALES = (1, 2, 4, 8)
 
 
 def load_backbone(config: str, checkpoint: str = None) -> Tuple[torch.nn.Module, dict]:
     """The MAViT backbone of a config (weights from ``checkpoint``, else random) and its preprocessing."""
-    import importlib
-
-    from mmengine.registry import DefaultScope
     from mmengine.runner import load_checkpoint
     cfg = Config.fromfile(config)  # runs the config's custom_imports
     model_cfg = cfg.model
     if model_cfg.get('backbone') is not None:
         model_cfg.backbone.init_cfg = None
-    scope = cfg.get('default_scope', 'mmengine')
-    with DefaultScope.overwrite_default_scope(scope):
-        model = importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)
+    model = build_model(cfg)
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location='cpu')
     backbone = getattr(model, 'backbone', model)

@@ -12,13 +12,13 @@ The release's ImageNet file holds {'model': state_dict, ...}; backbone keys are 
 release file as it is; converting once avoids carrying the head around and documents the weights.)
 """
 import argparse
-import os
 import os.path as osp
 from collections import OrderedDict
 
 import torch
 
 from mavit_mm.models.utils.pretrained import CLS_HEAD_PREFIXES, extract_state_dict
+from mavit_mm.utils.fileio import save_atomic
 
 
 def convert(state: dict, to: str, prefix: bool = True) -> OrderedDict:
@@ -35,18 +35,6 @@ def convert(state: dict, to: str, prefix: bool = True) -> OrderedDict:
     out = OrderedDict((f'backbone.{k}', v) for k, v in backbone.items())
     out.update((f'head.{k}', v) for k, v in head.items())
     return out
-
-
-def save_atomic(obj: dict, path: str) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ holds the exceptions. Every key that maps to nothing, every model tensor left wi
 shape that differs is reported; the output is written only when all map (or with --allow-partial).
 """
 import argparse
-import importlib
 import os.path as osp
 import re
 import sys
@@ -20,12 +19,10 @@ from typing import List, Tuple
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 from mavit_mm.models.utils.pretrained import extract_state_dict
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from mavit_release_cls import save_atomic  # noqa: E402
+from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.fileio import save_atomic
 
 # (regex on the release key, replacement): names that changed between the release's libraries and ours.
 RENAMES: List[Tuple[str, str]] = []
@@ -52,8 +49,7 @@ def main() -> int:
 
     cfg = Config.fromfile(args.config)  # runs custom_imports
     cfg.model.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
+    model = build_model(cfg)
     own = model.state_dict()
     state = map_keys(extract_state_dict(torch.load(args.src, map_location='cpu', weights_only=True)))
 

@@ -1,10 +1,12 @@
 """mavit-mm: MAViT backbones for OpenMMLab 2.x (mmdet, mmseg, mmpretrain).
 
 ``custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)`` in a config
-registers ``MAViT`` in mmengine's root registry and allow-lists the types mmengine's
+registers ``MAViT`` in mmengine's root registry, the ``local_atomic`` file backend for
+checkpoints that are never half-written, and allow-lists the types mmengine's
 Runner checkpoints hold for torch's weights-only loader.
 """
 from .models import MAViT, MALAttention, RoPESoftmaxAttention
+from .utils import fileio  # noqa: F401  (registers mmengine's 'local_atomic' file backend)
 from .utils.safe_checkpoint import register_runner_checkpoint_types
 from .version import __version__
 

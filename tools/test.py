@@ -12,7 +12,8 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mavit_mm.utils.config_tools import check_datasets, enable_tta, enable_visualization, set_data_root
+from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, enable_tta, enable_visualization,
+                                        set_data_root)
 
 
 def parse_args() -> argparse.Namespace:
@@ -40,6 +41,7 @@ def main() -> None:
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = Config.fromfile(args.config)
+    check_custom_imports(cfg)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)

@@ -11,7 +11,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mavit_mm.utils.config_tools import check_datasets, set_data_root
+from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, set_data_root,
+                                        use_atomic_checkpoints)
 
 
 def parse_args() -> argparse.Namespace:
@@ -37,6 +38,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     cfg = Config.fromfile(args.config)
+    check_custom_imports(cfg)
     cfg.launcher = args.launcher
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -60,6 +62,7 @@ def main() -> None:
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
 
+    use_atomic_checkpoints(cfg)
     check_datasets(cfg, ['train'] if args.no_validate else ['train', 'val'])
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

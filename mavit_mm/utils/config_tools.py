@@ -134,3 +134,53 @@ def build_model(cfg: Config) -> nn.Module:
     scope = cfg.get('default_scope', 'mmengine')
     with DefaultScope.overwrite_default_scope(scope):
         return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+
+
+#: Types this package registers; a config using one of them needs ``custom_imports`` of mavit_mm.
+OWN_TYPES = ('MAViT', 'MALAttention', 'RoPESoftmaxAttention', 'MAViTClsHead')
+CUSTOM_IMPORTS_HINT = "custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)"
+
+
+def _used_types(node: object) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get('type'), str):
+            yield node['type']
+        for value in node.values():
+            yield from _used_types(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _used_types(value)
+
+
+def check_custom_imports(cfg: Config) -> None:
+    """Raise ``ValueError`` saying what to add when ``cfg.model`` uses mavit_mm types it never imports.
+
+    Our tools import mavit_mm themselves, but the stock mmdet / mmseg / mmpretrain tools and a
+    user's own scripts only see what the config imports: a config that works here must work there.
+    """
+    used = sorted({t.split('.')[-1] for t in _used_types(cfg.get('model', {})) if t.split('.')[-1] in OWN_TYPES})
+    if not used:
+        return
+    imports = (cfg.get('custom_imports') or {}).get('imports', [])
+    imports = [imports] if isinstance(imports, str) else list(imports)
+    if any(m == 'mavit_mm' or m.startswith('mavit_mm.') for m in imports):
+        return
+    extra = " (and 'mavit_mm.classification' first for mmpretrain configs)" if 'MAViTClsHead' in used else ''
+    raise ValueError(
+        f'{cfg.filename or "the config"} uses {", ".join(used)} from mavit-mm but does not import it, so '
+        f'mmengine\'s registry will not know {used[0]!r} outside our tools. Add this line to the config{extra}:\n'
+        f'    {CUSTOM_IMPORTS_HINT}')
+
+
+def use_atomic_checkpoints(cfg: Config) -> None:
+    """Make the CheckpointHook write through mmengine's ``local_atomic`` backend (temporary file + rename).
+
+    Only where the user set no backend of their own and checkpoints go to a local folder.
+    """
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if not hook or hook.get('backend_args') or hook.get('file_client_args'):
+        return
+    out_dir = hook.get('out_dir') or cfg.get('work_dir') or ''
+    if '://' in str(out_dir):
+        return
+    hook['backend_args'] = dict(backend='local_atomic')

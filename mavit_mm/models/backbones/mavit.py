@@ -97,7 +97,9 @@ class MAViT(BaseModule):
             ``'base'``/``'b'``, ``'large'``/``'l'``) or a dict with ``embed_dims``, ``depths``,
             ``num_heads`` and optionally ``layer_init_values``, ``mlp_ratio``,
             ``drop_path_rate``. Defaults to ``'tiny'``.
-        in_channels (int): Image channels. Defaults to 3.
+        in_channels (int): Image channels (1 for grayscale, 4 for RGB + depth/IR, ...). A
+            3-channel pretrained stem is adapted when loaded (summed for 1 channel, else tiled
+            and rescaled). Defaults to 3.
         out_indices (Sequence[int] | int): Stages whose outputs (before their downsample,
             through an output LayerNorm) are returned; negatives count from the end.
             Defaults to ``(0, 1, 2, 3)``.
@@ -155,6 +157,9 @@ class MAViT(BaseModule):
         embed_dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
         num_stages = len(depths)
+        if in_channels < 1:
+            raise ValueError(f'in_channels must be >= 1, got {in_channels}')
+        self.in_channels = in_channels
         self.embed_dims = list(embed_dims)
         self.num_stages = num_stages
         self.out_indices = self._parse_out_indices(out_indices, num_stages)
@@ -286,6 +291,12 @@ class MAViT(BaseModule):
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """``(B, in_channels, H, W)`` -> one ``(B, embed_dims[i], ceil(H / 2^(i+2)), ...)`` map
         per entry of ``out_indices`` (strides 4, 8, 16, 32)."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'MAViT expects (B, {self.in_channels}, H, W) images, got shape {tuple(x.shape)}. For '
+                f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
+                f'mean/std to as many values), or convert the images to {self.in_channels} channels '
+                f"(LoadImageFromFile color_type='color').")
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.layers):

@@ -40,11 +40,12 @@ class ConvFFN(nn.Module):
     def __init__(self, embed_dims: int, hidden_dims: int) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(embed_dims, hidden_dims, 1)
+        self.act = nn.GELU()
         self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, 1, 1, groups=hidden_dims)
         self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.gelu(self.fc1(x))
+        x = self.act(self.fc1(x))
         x = x + self.dwconv(x)
         return self.fc2(x)
 

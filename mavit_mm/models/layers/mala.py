@@ -10,6 +10,8 @@ i.e. attention scores ``beta_i * s * rot(phi(q_i)) . rot(phi(k_j)) / N - gamma_i
 every query, and unlike plain linear attention they get sharper as ``|phi(q_i)|`` grows.
 The cost is ``O(N * head_dim^2)`` per head: the ``N x N`` matrix is never formed.
 """
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,12 +23,14 @@ from .rotary import apply_rotary
 EPS = 1e-6
 
 
-def mala_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor, scale: float) -> Tensor:
+def mala_attention(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
+                   scale: float) -> Tensor:
     """Reference MALA in plain PyTorch (the CPU path and the oracle for fast kernels).
 
     Args:
         q, k, v (Tensor): Raw projections ``(B, heads, N, head_dim)``; ``phi`` is applied here.
-        sin, cos (Tensor): Rotary tables ``(N, head_dim)``.
+        sin, cos (Tensor, optional): Rotary tables ``(N, head_dim)``; None for no rotation
+            (MALA as a drop-in for other backbones' attention).
         scale (float): ``head_dim ** -0.5``.
 
     Returns:
@@ -42,8 +46,9 @@ def mala_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor, sc
         k = F.elu(k) + 1.0
         n = q.shape[-2]
         z = scale * (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1))   # (B, heads, N, 1)
-        q = apply_rotary(q, sin, cos)
-        k = apply_rotary(k, sin, cos)
+        if sin is not None:
+            q = apply_rotary(q, sin, cos)
+            k = apply_rotary(k, sin, cos)
         kv = (k.transpose(-2, -1) @ v) * (scale / n)                        # (B, heads, d, d)
         out = (q @ kv) * (1.0 + 1.0 / (z + EPS)) - z * v.mean(dim=-2, keepdim=True)
     return out.to(out_dtype)

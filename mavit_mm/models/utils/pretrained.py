@@ -49,6 +49,31 @@ def guess_arch_name(state: Dict[str, Tensor], arch_zoo: Dict[str, dict]) -> Opti
     return None
 
 
+STEM_WEIGHT = 'patch_embed.proj.0.weight'
+
+
+def adapt_input_channels(state: Dict[str, Tensor], own: Dict[str, Tensor], log=print) -> Dict[str, Tensor]:
+    """Fit a 3-channel stem ``(C, 3, 3, 3)`` to a model with another ``in_channels``.
+
+    One channel: the RGB filters summed (a gray image equals R = G = B). More: the RGB filters
+    tiled over the channels and scaled by ``3 / in_channels`` so activations keep their size.
+    """
+    if STEM_WEIGHT not in state or STEM_WEIGHT not in own:
+        return state
+    w, target = state[STEM_WEIGHT], own[STEM_WEIGHT]
+    c_in, c_model = w.shape[1], target.shape[1]
+    if c_in == c_model or c_in != 3 or w.shape[0] != target.shape[0]:
+        return state
+    if c_model == 1:
+        adapted = w.sum(dim=1, keepdim=True)
+    else:
+        adapted = w.repeat(1, (c_model + 2) // 3, 1, 1)[:, :c_model] * (3.0 / c_model)
+    log(f'Adapted the pretrained stem from 3 to {c_model} input channels ({STEM_WEIGHT})')
+    state = OrderedDict(state)
+    state[STEM_WEIGHT] = adapted.to(w.dtype)
+    return state
+
+
 def load_pretrained_backbone(model: nn.Module, filename: str, prefix: Optional[str] = None,
                              map_location: str = 'cpu',
                              logger: Optional[logging.Logger] = None) -> Tuple[List[str], List[str]]:
@@ -78,6 +103,7 @@ def load_pretrained_backbone(model: nn.Module, filename: str, prefix: Optional[s
         raise ValueError(f'{filename} holds no MAViT backbone weights (first keys: '
                          f'{list(state)[:5]}); expected names like "layers.0.blocks.0.attn.qkvo.weight"')
 
+    state = adapt_input_channels(state, own, log)
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape))
                   for k, v in state.items() if k in own and v.shape != own[k].shape]
     if mismatched:

@@ -1,0 +1,119 @@
+"""Put a MAViT backbone into any mmdet / mmseg config: the logic behind ``tools/misc/swap_backbone.py``.
+
+The stock backbone is built once (no weights) and run on a small image to learn the channels of
+each stage it outputs. Every ``in_channels`` of the modules that read the backbone directly (the
+neck if there is one, else the heads; mmseg heads through their ``in_index``) is then mapped stage
+by stage to MAViT's widths. Modules behind a neck (RPN, RoI, decode heads after an FPN) keep theirs.
+"""
+import copy
+import importlib
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+
+from mavit_mm.models.backbones.mavit import MAViT
+
+# Keys that carry backbone channels in the modules reading the backbone.
+CHANNEL_KEYS = ('in_channels', 'c1_in_channels')
+# Where the backbone's features go when the model has no neck.
+HEAD_KEYS = ('decode_head', 'auxiliary_head', 'panoptic_head', 'bbox_head', 'mask_head')
+NO_DECAY_KEYS = {'norm': dict(decay_mult=0.0), 'gamma_': dict(decay_mult=0.0)}
+
+
+def stock_stage_channels(cfg: Config) -> Tuple[Tuple[int, ...], Dict[int, int]]:
+    """``(out_indices, {stage: channels})`` of the config's own backbone, measured by a forward."""
+    backbone_cfg = copy.deepcopy(cfg.model.backbone)
+    backbone_cfg.pop('init_cfg', None)
+    backbone_cfg.pop('pretrained', None)
+    scope = cfg.get('default_scope', 'mmdet')
+    with DefaultScope.overwrite_default_scope(scope):
+        backbone = importlib.import_module(f'{scope}.registry').MODELS.build(backbone_cfg).eval()
+        size = backbone_cfg.get('img_size', 224)
+        size = size if isinstance(size, int) else size[0]
+        with torch.no_grad():
+            outs = backbone(torch.zeros(1, backbone_cfg.get('in_channels', 3), size, size))
+    outs = [o for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
+    out_indices = backbone_cfg.get('out_indices', tuple(range(len(outs))))
+    out_indices = (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
+    if len(out_indices) != len(outs):
+        raise ValueError(f'the stock backbone {backbone_cfg.type} gave {len(outs)} outputs for out_indices '
+                         f'{out_indices}; set --out-indices by hand')
+    return out_indices, {int(i) % 4: int(o.shape[1]) for i, o in zip(out_indices, outs)}
+
+
+def _map_channels(value: Any, by_channels: Dict[int, int], where: str) -> Any:
+    if isinstance(value, int):
+        if value not in by_channels:
+            raise ValueError(f'{where} = {value} is none of the stock backbone\'s stage widths '
+                             f'{sorted(by_channels)}: edit it by hand')
+        return by_channels[value]
+    return [_map_channels(v, by_channels, where) for v in value]
+
+
+def _readers(model: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The model parts fed by the backbone directly, with their dotted names."""
+    if model.get('neck') is not None:
+        necks = model['neck'] if isinstance(model['neck'], list) else [model['neck']]
+        return [('model.neck', necks[0])]
+    found = []
+    for key in HEAD_KEYS:
+        head = model.get(key)
+        for i, h in enumerate(head if isinstance(head, list) else [head] if head else []):
+            found.append((f'model.{key}' + (f'[{i}]' if isinstance(head, list) else ''), h))
+    return found
+
+
+def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = None,
+                  out_indices: Optional[Sequence[int]] = None,
+                  keep_optimizer: bool = False) -> Dict[str, Any]:
+    """The overrides that turn ``cfg`` into the same model on a MAViT backbone.
+
+    Returns:
+        dict: Config fields to write below ``_base_ = <stock config>``: ``model`` (backbone with
+        ``_delete_``, the readers' channels), ``optim_wrapper`` and ``custom_imports``.
+    """
+    widths = MAViT._parse_arch(arch)['embed_dims']
+    stock_indices, stock_channels = stock_stage_channels(cfg)
+    indices = tuple(out_indices) if out_indices is not None else stock_indices
+    if len(indices) != len(stock_indices):
+        raise ValueError(f'--out-indices {indices} must have as many entries as the stock backbone\'s '
+                         f'{stock_indices}')
+    # stock channels -> MAViT channels, stage for stage (by position in out_indices)
+    by_channels = {stock_channels[s % 4]: widths[m % 4] for s, m in zip(stock_indices, indices)}
+    if len(by_channels) != len(stock_indices):
+        raise ValueError(f'two stock stages share a width ({stock_channels}): map in_channels by hand')
+
+    model: Dict[str, Any] = dict(backbone=dict(
+        _delete_=True, type='MAViT', arch=arch, out_indices=indices, norm_cfg=dict(type='SyncBN'),
+        init_cfg=dict(type='Pretrained', checkpoint=checkpoint or f'checkpoints/mavit-{arch[0]}_in1k.pth')))
+    changed = []
+    for name, part in _readers(cfg.model):
+        override = {}
+        for key in CHANNEL_KEYS:
+            if key in part:
+                override[key] = _map_channels(part[key], by_channels, f'{name}.{key}')
+        if override:
+            changed.append(name)
+            if '[' in name:  # a list of heads: rewrite the whole list
+                key = name.split('.')[1].split('[')[0]
+                heads = model.setdefault(key, copy.deepcopy(cfg.model[key]))
+                heads[int(name.split('[')[1][:-1])].update(override)
+            else:
+                model[name.split('.')[1]] = override
+    if not changed:
+        raise ValueError('found no neck or head in_channels reading the backbone; edit the config by hand')
+
+    overrides: Dict[str, Any] = dict(
+        custom_imports=dict(imports=['mavit_mm'], allow_failed_imports=False), model=model)
+    optim = cfg.get('optim_wrapper', {})
+    custom_keys = dict(optim.get('paramwise_cfg', {}).get('custom_keys', {}))
+    custom_keys.update(NO_DECAY_KEYS)
+    wrapper: Dict[str, Any] = dict(paramwise_cfg=dict(custom_keys=custom_keys))
+    if not keep_optimizer and optim.get('optimizer', {}).get('type') != 'AdamW':
+        # the paper's dense recipes: AdamW, lr 1e-4 per 16 images (x4 for detection 1x), wd 0.05
+        wrapper['optimizer'] = dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999),
+                                    weight_decay=0.05)
+    overrides['optim_wrapper'] = wrapper
+    return overrides

@@ -1,0 +1,141 @@
+"""Write the model zoo: configs/*/metafile.yml, model-index.yml and docs/model_zoo.md.
+
+    python tools/misc/gen_model_zoo.py              # measures every config (~10 min on 2 cores)
+    python tools/misc/gen_model_zoo.py --reuse      # reuse the figures already in the metafiles
+
+Params and FLOPs are measured (mavit_mm.analysis.complexity, at the paper's input shapes); results
+are the paper's (Tables 2-5), marked as such in every metafile entry: mavit-mm has not retrained them.
+"""
+import argparse
+import os.path as osp
+import sys
+from collections import defaultdict
+from typing import Dict, List
+
+import yaml
+from mmengine.config import Config
+
+from mavit_mm.analysis.complexity import model_complexity
+from mavit_mm.analysis.paper import PAPER_ROWS, PaperRow
+from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.fileio import write_text_atomic
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
+COLLECTIONS = {
+    'imagenet': 'MAViT', 'retinanet': 'RetinaNet MAViT', 'mask_rcnn': 'Mask R-CNN MAViT',
+    'cascade_rcnn': 'Cascade Mask R-CNN MAViT', 'sem_fpn': 'Semantic FPN MAViT', 'upernet': 'UperNet MAViT'}
+PAPER = dict(Title='Rectifying Magnitude Neglect in Linear Attention', URL='https://github.com/qhfan/MALA')
+RESULTS_NOTE = ("Results are the paper's figures ({table}), not a mavit-mm training run; Params and "
+                "FLOPs were measured by tools/analysis/get_flops.py (paper convention, {h}x{w}).")
+
+
+def measure(name: str, row: PaperRow) -> Dict[str, float]:
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', row.folder, f'{name}.py'))
+    cfg.model.backbone.init_cfg = None
+    shape = SHAPES[cfg.default_scope]
+    out = model_complexity(build_model(cfg), cfg.default_scope, shape)
+    print(f'{name:60s} {out["params"] / 1e6:8.2f} M {out["flops_paper"] / 1e9:8.1f} G '
+          f'{out["flops_full"] / 1e9:8.1f} G', flush=True)
+    return out
+
+
+def metafile_entry(name: str, row: PaperRow, fig: Dict[str, float]) -> dict:
+    cfg_rel = f'configs/{row.folder}/{name}.py'
+    meta = {'Training Data': row.dataset if row.dataset != 'ADE20K' else 'ADE20K',
+            'Training Resources': '8x GPUs', 'Schedule': row.schedule,
+            'Parameters': int(fig['params']), 'FLOPs': int(fig['flops_paper']),
+            'FLOPs (full count)': int(fig['flops_full']), 'Input Shape': 'x'.join(map(str, fig['shape']))}
+    if row.dataset == 'ImageNet-1k':
+        meta['Epochs'] = 300
+    elif row.dataset == 'COCO':
+        meta['Epochs'] = 36 if '3x' in name else 12
+    else:
+        meta['Iterations'] = 160000 if name.startswith('upernet') else 80000
+    results = []
+    box = {k: v for k, v in row.metrics.items() if k.startswith('box')}
+    mask = {k: v for k, v in row.metrics.items() if k.startswith('mask')}
+    if box:
+        results.append({'Task': 'Object Detection', 'Dataset': row.dataset, 'Metrics': box})
+    if mask:
+        results.append({'Task': 'Instance Segmentation', 'Dataset': row.dataset, 'Metrics': mask})
+    if not (box or mask):
+        results.append({'Task': row.task, 'Dataset': row.dataset, 'Metrics': dict(row.metrics)})
+    h, w = fig['shape']
+    return {'Name': name, 'In Collection': COLLECTIONS[row.folder], 'Config': cfg_rel, 'Metadata': meta,
+            'Results': results, 'Results Source': f'paper, {row.table}',
+            'Notes': RESULTS_NOTE.format(table=row.table, h=h, w=w)}
+
+
+def read_figures() -> Dict[str, Dict[str, float]]:
+    figures = {}
+    for folder in COLLECTIONS:
+        path = osp.join(ROOT, 'configs', folder, 'metafile.yml')
+        if not osp.isfile(path):
+            continue
+        for m in yaml.safe_load(open(path))['Models']:
+            md = m['Metadata']
+            figures[m['Name']] = dict(params=md['Parameters'], flops_paper=md['FLOPs'],
+                                      flops_full=md['FLOPs (full count)'],
+                                      shape=[int(x) for x in md['Input Shape'].split('x')])
+    return figures
+
+
+def zoo_markdown(figures: Dict[str, Dict[str, float]]) -> str:
+    lines = ['# Model zoo', '',
+             'Every config that reproduces a row of the paper\'s Tables 2-5: Params and FLOPs measured here '
+             'beside the paper\'s, and the paper\'s results. FLOPs follow the paper\'s convention (module '
+             'operations only: convolutions, linear layers, norms, activations; attention products not '
+             'counted) at its input shapes: 224x224 (classification), 800x1280 (detection, 1000 RoIs for '
+             'two-stage heads), 512x2048 (segmentation). "full" counts every traced op, attention products '
+             'included (mmengine.analysis, fvcore\'s convention of one multiply-accumulate per FLOP, so it '
+             'leaves out the bias and norm terms the paper\'s convention adds).', '',
+             'Generated by `python tools/misc/gen_model_zoo.py` (it also writes `configs/*/metafile.yml` and '
+             '`model-index.yml`); one config: `python tools/analysis/get_flops.py CONFIG`. The results are '
+             'the paper\'s; mavit-mm has not retrained these models (`tools/analysis/collect_results.py` puts '
+             'your runs beside them).', '']
+    by_folder: Dict[str, List[str]] = defaultdict(list)
+    for name, row in PAPER_ROWS.items():
+        by_folder[row.folder].append(name)
+    for folder, names in by_folder.items():
+        lines += [f'## {COLLECTIONS[folder]}', '',
+                  '| config | Params (M) | paper | FLOPs (G) | paper | diff | full FLOPs (G) | paper results |',
+                  '|---|---|---|---|---|---|---|---|']
+        for name in names:
+            row, fig = PAPER_ROWS[name], figures[name]
+            p, f = fig['params'] / 1e6, fig['flops_paper'] / 1e9
+            res = ', '.join(f'{k} {v}' for k, v in row.metrics.items() if k in (
+                'box AP', 'mask AP', 'mIoU', 'Top 1 Accuracy'))
+            lines.append(f'| [{name}](../configs/{folder}/{name}.py) | {p:.2f} | {row.params} | {f:.1f} | '
+                         f'{row.flops} | {100 * (f / row.flops - 1):+.1f} % | '
+                         f'{fig["flops_full"] / 1e9:.1f} | {res} |')
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--reuse', action='store_true', help='take Params/FLOPs from the metafiles')
+    args = parser.parse_args()
+    figures = read_figures() if args.reuse else {n: measure(n, r) for n, r in PAPER_ROWS.items()}
+    missing = sorted(set(PAPER_ROWS) - set(figures))
+    if missing:
+        sys.exit(f'no figures for {missing}: run without --reuse')
+    per_folder: Dict[str, list] = defaultdict(list)
+    for name, row in PAPER_ROWS.items():
+        per_folder[row.folder].append(metafile_entry(name, row, figures[name]))
+    for folder, models in per_folder.items():
+        collection = {'Name': COLLECTIONS[folder], 'Metadata': {
+            'Training Data': models[0]['Metadata']['Training Data'],
+            'Architecture': ['MAViT', 'Magnitude-Aware Linear Attention']},
+            'Paper': PAPER, 'README': 'docs/model_zoo.md'}
+        text = yaml.safe_dump({'Collections': [collection], 'Models': models}, sort_keys=False, width=120)
+        write_text_atomic(text, osp.join(ROOT, 'configs', folder, 'metafile.yml'))
+    index = {'Import': [f'configs/{folder}/metafile.yml' for folder in per_folder]}
+    write_text_atomic(yaml.safe_dump(index, sort_keys=False), osp.join(ROOT, 'model-index.yml'))
+    write_text_atomic(zoo_markdown(figures), osp.join(ROOT, 'docs', 'model_zoo.md'))
+    print('wrote configs/*/metafile.yml, model-index.yml, docs/model_zoo.md')
+
+
+if __name__ == '__main__':
+    main()

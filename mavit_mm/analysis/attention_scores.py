@@ -97,3 +97,20 @@ def capture_attention_input(backbone: nn.Module, image: Tensor, stage: int,
     finally:
         handle.remove()
     return attn, seen['x'], seen['rope']
+
+
+@torch.no_grad()
+def negative_score_stats(attn: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor],
+                         chunk: int = 512) -> Dict[str, float]:
+    """Count MALA's negative attention scores over the whole ``N x N`` matrix, a chunk of queries at a time.
+
+    Without rotation MALA's scores are positive; the rotary encoding can make ``rot(q) . rot(k)`` and
+    so a score negative (the paper's caveat). Returns ``negative``, ``total`` and the ``min`` score.
+    """
+    n = x.shape[-2] * x.shape[-1]
+    negative, lowest = 0, float('inf')
+    for start in range(0, n, chunk):
+        scores = block_scores(attn, x[:1], rope, range(start, min(n, start + chunk)))
+        negative += int((scores < 0).sum())
+        lowest = min(lowest, float(scores.min()))
+    return {'negative': negative, 'total': n * n * attn.num_heads, 'min': lowest}

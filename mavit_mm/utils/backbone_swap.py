@@ -7,6 +7,8 @@ by stage to MAViT's widths. Modules behind a neck (RPN, RoI, decode heads after 
 """
 import copy
 import importlib
+import os.path as osp
+import pprint
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -117,3 +119,13 @@ def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = N
                                     weight_decay=0.05)
     overrides['optim_wrapper'] = wrapper
     return overrides
+
+
+def render_config(stock: str, out_path: str, overrides: Dict[str, Any]) -> str:
+    """The text of a config that inherits ``stock`` (``mmdet::...`` or a path) with ``overrides``."""
+    base = stock if '::' in stock else osp.relpath(osp.abspath(stock), osp.dirname(osp.abspath(out_path)))
+    lines = [f'# {osp.basename(stock)} with a MAViT backbone, written by tools/misc/swap_backbone.py.',
+             f"_base_ = '{base}'"]
+    for key, value in overrides.items():
+        lines.append(f'{key} = {pprint.pformat(value, indent=1, width=100, sort_dicts=False)}')
+    return '\n'.join(lines) + '\n'

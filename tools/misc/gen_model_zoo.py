@@ -116,11 +116,29 @@ def zoo_markdown(figures: Dict[str, Dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--reuse', action='store_true', help='take Params/FLOPs from the metafiles')
+    parser.add_argument('--check', action='store_true',
+                        help='write nothing; exit 1 if a file differs from what would be written')
     args = parser.parse_args()
     figures = read_figures() if args.reuse else {n: measure(n, r) for n, r in PAPER_ROWS.items()}
     missing = sorted(set(PAPER_ROWS) - set(figures))
     if missing:
         sys.exit(f'no figures for {missing}: run without --reuse')
+    outputs = render_all(figures)
+    if args.check:
+        stale = [p for p, text in outputs.items()
+                 if not osp.isfile(osp.join(ROOT, p)) or open(osp.join(ROOT, p)).read() != text]
+        if stale:
+            sys.exit(f'out of date: {stale}; run python tools/misc/gen_model_zoo.py --reuse')
+        print('model zoo files are up to date')
+        return
+    for path, text in outputs.items():
+        write_text_atomic(text, osp.join(ROOT, path))
+    print('wrote configs/*/metafile.yml, model-index.yml, docs/model_zoo.md')
+
+
+def render_all(figures: Dict[str, Dict[str, float]]) -> Dict[str, str]:
+    """Repository path -> text of every generated file."""
+    outputs = {}
     per_folder: Dict[str, list] = defaultdict(list)
     for name, row in PAPER_ROWS.items():
         per_folder[row.folder].append(metafile_entry(name, row, figures[name]))
@@ -129,12 +147,12 @@ def main() -> None:
             'Training Data': models[0]['Metadata']['Training Data'],
             'Architecture': ['MAViT', 'Magnitude-Aware Linear Attention']},
             'Paper': PAPER, 'README': 'docs/model_zoo.md'}
-        text = yaml.safe_dump({'Collections': [collection], 'Models': models}, sort_keys=False, width=120)
-        write_text_atomic(text, osp.join(ROOT, 'configs', folder, 'metafile.yml'))
-    index = {'Import': [f'configs/{folder}/metafile.yml' for folder in per_folder]}
-    write_text_atomic(yaml.safe_dump(index, sort_keys=False), osp.join(ROOT, 'model-index.yml'))
-    write_text_atomic(zoo_markdown(figures), osp.join(ROOT, 'docs', 'model_zoo.md'))
-    print('wrote configs/*/metafile.yml, model-index.yml, docs/model_zoo.md')
+        outputs[f'configs/{folder}/metafile.yml'] = yaml.safe_dump(
+            {'Collections': [collection], 'Models': models}, sort_keys=False, width=120)
+    outputs['model-index.yml'] = yaml.safe_dump(
+        {'Import': [f'configs/{folder}/metafile.yml' for folder in per_folder]}, sort_keys=False)
+    outputs['docs/model_zoo.md'] = zoo_markdown(figures)
+    return outputs
 
 
 if __name__ == '__main__':

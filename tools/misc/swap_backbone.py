@@ -13,13 +13,12 @@ The model is built and run once on a small image before the file is written.
 """
 import argparse
 import os.path as osp
-import pprint
 import sys
 
 from mmengine.config import Config
 
 from mavit_mm.models.backbones.mavit import MAViT
-from mavit_mm.utils.backbone_swap import swap_backbone
+from mavit_mm.utils.backbone_swap import render_config, swap_backbone
 from mavit_mm.utils.config_tools import build_model
 from mavit_mm.utils.fileio import write_text_atomic
 
@@ -37,14 +36,6 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def render(base: str, overrides: dict, source: str) -> str:
-    lines = [f'# {source} with a MAViT backbone, written by tools/misc/swap_backbone.py.',
-             f"_base_ = '{base}'"]
-    for key, value in overrides.items():
-        lines.append(f'{key} = {pprint.pformat(value, indent=1, width=100, sort_dicts=False)}')
-    return '\n'.join(lines) + '\n'
-
-
 def main() -> None:
     args = parse_args()
     if not args.out.endswith('.py'):
@@ -56,10 +47,7 @@ def main() -> None:
     if 'backbone' not in cfg.get('model', {}):
         sys.exit(f'swap_backbone: {args.config} has no model.backbone to replace')
     overrides = swap_backbone(cfg, args.arch, args.checkpoint, args.out_indices, args.keep_optimizer)
-    base = args.config if '::' in args.config else osp.relpath(osp.abspath(args.config),
-                                                                 osp.dirname(osp.abspath(args.out)))
-    text = render(base, overrides, osp.basename(args.config))
-    write_text_atomic(text, args.out)
+    write_text_atomic(render_config(args.config, args.out, overrides), args.out)
     if not args.no_check:
         new = Config.fromfile(args.out)
         new.model.backbone.init_cfg = None

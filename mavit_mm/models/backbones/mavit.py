@@ -6,6 +6,7 @@ and stages 3-4 softmax attention, as in every released checkpoint. Parameter and
 buffer names equal the authors' release, so its checkpoints load without remapping.
 """
 import copy
+import functools
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
+from ..layers.fast_path import FAST_PATH_MODES, fast_path_enabled, run_block_fast
 from ..layers.rotary import RotaryEmbedding2d
 from ..utils.pretrained import load_pretrained_backbone
 
@@ -67,9 +69,11 @@ class MAViTStage(nn.Module):
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, attn_types: Sequence[str],
                  mlp_ratio: float, drop_paths: Sequence[float], layer_scale_init_value: float,
-                 out_channels: Optional[int], norm_cfg: dict, with_cp: bool = False) -> None:
+                 out_channels: Optional[int], norm_cfg: dict, with_cp: bool = False,
+                 fast_path: str = 'off') -> None:
         super().__init__()
         self.with_cp = with_cp
+        self.fast_path = fast_path
         self.RoPE = RotaryEmbedding2d(embed_dims, num_heads)
         self.blocks = nn.ModuleList([
             MAViTBlock(embed_dims, num_heads, attn_types[j], mlp_ratio, drop_paths[j],
@@ -80,11 +84,13 @@ class MAViTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         rope = self.RoPE(x.shape[-2:])
+        fast = fast_path_enabled(self.fast_path, x)
         for block in self.blocks:
+            fn = functools.partial(run_block_fast, block) if fast else block
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, rope, use_reentrant=False)
+                x = cp.checkpoint(fn, x, rope, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = fn(x, rope)
         return x, (self.downsample(x) if self.downsample is not None else x)
 
 
@@ -119,6 +125,10 @@ class MAViT(BaseModule):
         norm_eval (bool): Keep BN layers (SyncBN included) in eval mode while training.
             Defaults to False.
         with_cp (bool): Activation checkpointing of every block. Defaults to False.
+        fast_path (str): ``'auto'`` runs each block through ``torch.compile`` (fused Triton
+            kernels) on CUDA and the plain PyTorch reference elsewhere; ``'off'`` always the
+            reference; ``'compile'`` compiles on any device. See ``layers/fast_path.py``.
+            Defaults to ``'auto'``.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -151,6 +161,7 @@ class MAViT(BaseModule):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 fast_path: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -167,6 +178,9 @@ class MAViT(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}] (-1 freezes nothing, 0 the '
                              f'stem, k the stem and the first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
+        if fast_path not in FAST_PATH_MODES:
+            raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {fast_path!r}')
+        self.fast_path = fast_path
         self.norm_eval = norm_eval
         self.attn_types = self._parse_attn_types(attn_types, depths)
         if drop_path_rate is None:
@@ -182,7 +196,7 @@ class MAViT(BaseModule):
             self.layers.append(MAViTStage(
                 embed_dims[i], depths[i], self.arch_settings['num_heads'][i], self.attn_types[i],
                 mlp_ratio, dpr[start:start + depths[i]], layer_init_values[i],
-                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, with_cp))
+                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, with_cp, fast_path))
         self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims)
                             if out_norms else None)
         self.apply(self._init_module)

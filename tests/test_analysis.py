@@ -1,0 +1,112 @@
+"""Params / FLOPs as the paper counts them, the full count, the metafiles and the model zoo page,
+collect_results.py and benchmark.py."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from mmengine.config import Config
+from torch import nn
+
+from mavit_mm.analysis.complexity import full_flops, model_complexity
+from mavit_mm.analysis.paper import PAPER_ROWS
+from mavit_mm.models.layers.mala import mala_attention
+from mavit_mm.utils.config_tools import build_model
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
+T_CONFIGS = [n for n in PAPER_ROWS if 'mavit-t_' in n]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+def metafile_models():
+    index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
+    return {m['Name']: m for path in index['Import'] for m in yaml.safe_load(open(osp.join(ROOT, path)))['Models']}
+
+
+@pytest.mark.parametrize('name', T_CONFIGS)
+def test_t_variants_params_and_flops_as_the_paper(name):
+    """Measured now: within the issue's tolerances of the paper, and what the metafile and zoo page say."""
+    row = PAPER_ROWS[name]
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', row.folder, name + '.py'))
+    cfg.model.backbone.init_cfg = None
+    fig = model_complexity(build_model(cfg), cfg.default_scope, SHAPES[cfg.default_scope], full=False)
+    params_m, gflops = fig['params'] / 1e6, fig['flops_paper'] / 1e9
+    assert abs(params_m - row.params) <= 0.5, params_m
+    assert abs(gflops / row.flops - 1) <= 0.03, gflops
+    meta = metafile_models()[name]['Metadata']
+    assert meta['Parameters'] == fig['params']
+    assert abs(meta['FLOPs'] / fig['flops_paper'] - 1) < 1e-3  # random proposals/inputs: same count
+
+
+def test_every_metafile_entry_within_tolerance_of_the_paper():
+    models = metafile_models()
+    assert set(models) == set(PAPER_ROWS)
+    for name, model in models.items():
+        row = PAPER_ROWS[name]
+        assert abs(model['Metadata']['Parameters'] / 1e6 - row.params) <= 0.5, name
+        assert abs(model['Metadata']['FLOPs'] / 1e9 / row.flops - 1) <= 0.03, name
+        assert model['Metadata']['FLOPs (full count)'] > model['Metadata']['FLOPs'] * 0.5, name
+        assert osp.isfile(osp.join(ROOT, model['Config'])), name
+        assert model['Results Source'].startswith('paper')
+        for result in model['Results']:
+            for metric, value in result['Metrics'].items():
+                assert row.metrics[metric] == value
+
+
+def test_model_index_validates():
+    from modelindex import load
+    errors = load(osp.join(ROOT, 'model-index.yml')).check(silent=True)
+    assert errors == []
+
+
+def test_model_zoo_page_is_generated_from_the_metafiles():
+    out = run('tools/misc/gen_model_zoo.py', '--reuse', '--check')
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+class _SDPA(nn.Module):
+    def forward(self, x):
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+class _MALA(nn.Module):
+    def forward(self, x):
+        return mala_attention(x, x, x, None, None, x.shape[-1] ** -0.5)
+
+
+def test_full_count_includes_attention_products():
+    b, h, n, d = 2, 3, 50, 16
+    x = torch.randn(b, h, n, d)
+    assert full_flops(_SDPA(), x) == 2 * b * h * n * n * d          # q k^T and attn v
+    # MALA: q . mean(k) (N d), k^T v (N d^2), q (k^T v) (N d^2): linear in N
+    assert full_flops(_MALA(), x) == b * h * (n * d + 2 * n * d * d)
+
+
+def test_get_flops_cli_writes_both_counts(tmp_path):
+    out_json = tmp_path / 'flops.json'
+    out = run('tools/analysis/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py', '--out', str(out_json))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out_json.read_text())
+    assert result['shape'] == [224, 224] and result['paper_flops_g'] == 2.5
+    assert abs(result['flops_paper'] / 1e9 / 2.5 - 1) <= 0.03
+    assert result['flops_full'] > 0 and 'paper convention' in out.stdout and 'full count' in out.stdout
+
+
+def test_benchmark_runs_on_cpu(tmp_path):
+    out_json = tmp_path / 'bench.json'
+    out = run('tools/analysis/benchmark.py', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py',
+              '--shape', '64', '96', '--batch-size', '2', '--warmup', '1', '--repeats', '3',
+              '--device', 'cpu', '--out', str(out_json))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out_json.read_text())
+    assert result['shape'] == [64, 96] and result['batch_size'] == 2 and result['repeats'] == 3
+    assert result['min_ms'] <= result['median_ms'] <= result['max_ms']
+    assert result['env']['torch'] == torch.__version__ and 'median' in out.stdout

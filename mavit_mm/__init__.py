@@ -7,9 +7,11 @@ Runner checkpoints hold for torch's weights-only loader.
 """
 from .models import MAViT, MALAttention, RoPESoftmaxAttention
 from .utils import fileio  # noqa: F401  (registers mmengine's 'local_atomic' file backend)
+from .utils.mmpretrain_compat import disable_broken_multimodal
 from .utils.safe_checkpoint import register_runner_checkpoint_types
 from .version import __version__
 
 register_runner_checkpoint_types()
+disable_broken_multimodal(strict=False)  # mmdet.models imports mmpretrain.models when it is installed
 
 __all__ = ['MAViT', 'MALAttention', 'RoPESoftmaxAttention', '__version__']

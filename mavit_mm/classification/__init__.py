@@ -6,7 +6,7 @@ Classification configs import this module first::
 
 It is kept out of ``mavit_mm``'s core so that ``import mavit_mm`` never needs mmpretrain.
 """
-from .compat import disable_broken_multimodal
+from mavit_mm.utils.mmpretrain_compat import disable_broken_multimodal
 
 disable_broken_multimodal()  # before anything below imports mmpretrain.models
 

@@ -37,7 +37,7 @@ SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, tra
 def peer_backbones() -> Dict[str, Callable[[], nn.Module]]:
     import mavit_mm.classification  # noqa: F401  (mmpretrain.models beside transformers 5)
     from mmpretrain.models.backbones import ConvNeXt, ResNet, SwinTransformer
-    return {'Swin-T': lambda: SwinTransformer(arch='tiny', out_indices=(0, 1, 2, 3)),
+    return {'Swin-T': lambda: SwinTransformer(arch='tiny', out_indices=(0, 1, 2, 3), pad_small_map=True),
             'ConvNeXt-T': lambda: ConvNeXt(arch='tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False),
             'ResNet-50': lambda: ResNet(depth=50, out_indices=(0, 1, 2, 3))}
 
@@ -71,7 +71,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     x = torch.randn(batch, 3, h, w, device=device)
     rows = []
     for label, make in models.items():
-        model = make().to(device).train(train)
+        model = make().to(device)
+        model.train(train)  # some mmpretrain backbones' train() returns None
         try:
             fn = step_fn(model, x, train, args.amp)
             r = measure(fn, device, args.warmup, args.repeats)
@@ -150,7 +151,7 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--archs', nargs='+', default=['t', 's', 'b', 'l'])
+    parser.add_argument('--archs', nargs='*', default=['t', 's', 'b', 'l'])
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument('--peers', nargs='*', default=None,
                         help='peer backbones (default all: Swin-T ConvNeXt-T ResNet-50); none if empty')

@@ -10,8 +10,14 @@ then fails for everyone with ``TypeError: NoneType takes no arguments``.
 mmpretrain's own ``WITH_MULTIMODAL`` switch off, so mmpretrain registers placeholders for the
 multimodal models (as it does when transformers is absent) and the rest imports normally. Nothing in
 site-packages is edited; the multimodal models stay unusable, as they were.
+
+mmdet's ``mmdet.models`` imports ``mmpretrain.models`` too (its ReID preprocessor) whenever mmpretrain is
+installed, so detection configs break the same way: ``import mavit_mm`` (every config's
+``custom_imports``) applies the fix when mmpretrain and transformers are both installed and
+``mmpretrain.models`` is not imported yet. Neither package is needed for ``import mavit_mm``.
 """
 import importlib
+import importlib.util
 import sys
 
 # What mmpretrain 1.2.0's multimodal models import from transformers at module level.
@@ -33,12 +39,19 @@ def transformers_has_what_mmpretrain_needs() -> bool:
     return True
 
 
-def disable_broken_multimodal() -> bool:
+def disable_broken_multimodal(strict: bool = True) -> bool:
     """Switch mmpretrain's multimodal imports off if transformers lacks what they need.
+
+    Args:
+        strict (bool): Raise if ``mmpretrain.models`` was imported (broken) before this call.
 
     Returns:
         bool: Whether the switch was turned off by this call.
     """
+    if importlib.util.find_spec('mmpretrain') is None or importlib.util.find_spec('transformers') is None:
+        return False
+    if 'mmpretrain.models' in sys.modules and not strict:
+        return False
     import mmpretrain.utils.dependency as dependency
     if not dependency.WITH_MULTIMODAL or transformers_has_what_mmpretrain_needs():
         return False

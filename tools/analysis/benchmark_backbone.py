@@ -149,6 +149,29 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
         fig.savefig(f, format='png', dpi=120)
 
 
+def profile_seg(args, device) -> None:
+    """Where the time goes: torch.profiler's top kernels for MAViT-T at 512x2048, batch 1."""
+    from torch.profiler import ProfilerActivity, profile
+    x = torch.randn(1, 3, *args.profile_shape, device=device)
+    lines = []
+    for mode in ('off', 'compile'):
+        model = MAViT(arch='t', fast_path=mode).to(device).eval()
+        fn = step_fn(model, x, False, args.amp)
+        measure(fn, device, 3, 3)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+        with profile(activities=activities) as prof:
+            for _ in range(5):
+                fn()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+        sort = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
+        lines += [f'## MAViT-T fast_path={mode!r}, {x.shape[2]}x{x.shape[3]}, 5 forwards',
+                  prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70)]
+    with atomic_write(args.profile) as f:
+        f.write('\n'.join(lines).encode())
+    print('\n'.join(lines)[:6000])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--archs', nargs='*', default=['t', 's', 'b', 'l'])
@@ -163,6 +186,9 @@ def main() -> None:
     parser.add_argument('--size-scale', type=float, default=1.0, help='scale the image sizes (smoke tests)')
     parser.add_argument('--sweep', help='also run the attention sweep and draw it to this PNG')
     parser.add_argument('--sweep-sizes', type=int, nargs='+', default=[256, 512, 1024, 1536, 2048])
+    parser.add_argument('--profile', help='profile MAViT-T (reference and fast) at the seg setting; '
+                        'write the top kernels to this text file')
+    parser.add_argument('--profile-shape', type=int, nargs=2, default=(512, 2048), metavar=('H', 'W'))
     parser.add_argument('--out', help='write every figure as json')
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -187,6 +213,8 @@ def main() -> None:
         plot_sweep(sweep, args.sweep, f'{env["device"]}, torch {env["torch"]}, '
                    f'{"bf16 autocast" if args.amp else "fp32"}, median of {args.repeats}')
 
+    if args.profile:
+        profile_seg(args, device)
     print('\n| setting | model | median ms | img/s | peak MiB | speed-up vs ref | memory vs ref |')
     print('|---|---|---|---|---|---|---|')
     for r in rows:

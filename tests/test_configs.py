@@ -36,7 +36,10 @@ def tensor_forward(model, scope: str, size: int = 128):
         from mmdet.testing import demo_mm_inputs
         packed = demo_mm_inputs(batch_size=1, image_shapes=[(3, size, size)], with_mask=True)
     else:
-        packed = dict(inputs=[torch.randint(0, 255, (3, size, size), dtype=torch.uint8)])
+        from mmseg.structures import SegDataSample
+        meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
+        packed = dict(inputs=[torch.randint(0, 255, (3, size, size), dtype=torch.uint8)],
+                      data_samples=[SegDataSample(metainfo=meta)])
     with DefaultScope.overwrite_default_scope(scope), torch.no_grad():
         data = model.data_preprocessor(packed, False)
         return model(data['inputs'], data.get('data_samples'), mode='tensor')

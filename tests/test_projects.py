@@ -11,7 +11,7 @@ from mmengine.config import Config
 
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm.models.layers.mala import EPS
-from mavit_mm.utils.backbone_swap import render_config, swap_backbone
+from mavit_mm.utils.backbone_swap import load_config, render_config, swap_backbone
 from mavit_mm.utils.config_tools import build_model
 from test_configs import tensor_forward
 
@@ -37,7 +37,7 @@ STOCK = [  # a dozen families: necks (FPN, ChannelMapper, DilatedEncoder), neck-
 
 @pytest.mark.parametrize('stock', STOCK, ids=lambda s: s.split('/')[-1][:-3])
 def test_swapped_stock_config_builds_and_runs(stock, tmp_path):
-    cfg = Config.fromfile(stock)
+    cfg = load_config(stock)
     overrides = swap_backbone(cfg, 'tiny')
     out = tmp_path / 'swapped.py'
     out.write_text(render_config(stock, str(out), overrides))
@@ -47,22 +47,33 @@ def test_swapped_stock_config_builds_and_runs(stock, tmp_path):
     assert keys['norm'] == dict(decay_mult=0.0) and keys['gamma_'] == dict(decay_mult=0.0)
     new.model.backbone.init_cfg = None
     model = build_model(new).eval()
-    flat = [t for t in torch.utils._pytree.tree_leaves(tensor_forward(model, new.default_scope, 128))
-            if isinstance(t, torch.Tensor)]
+    if new.default_scope == 'mmseg':  # predict: mmseg 1.2's Mask2Former has no 'tensor' mode
+        from mmengine.registry import DefaultScope
+        from mmseg.structures import SegDataSample
+        sample = SegDataSample(metainfo=dict(img_shape=(128, 160), ori_shape=(128, 160)))
+        with DefaultScope.overwrite_default_scope('mmseg'), torch.no_grad():
+            preds = model.test_step(dict(inputs=[torch.randint(0, 255, (3, 128, 160), dtype=torch.uint8)],
+                                         data_samples=[sample]))
+        flat = [preds[0].seg_logits.data]
+        assert preds[0].pred_sem_seg.data.shape == (1, 128, 160)
+    else:
+        size = 256 if 'dino' in stock else 128  # DINO's 900 queries need that many encoder tokens
+        flat = [t for t in torch.utils._pytree.tree_leaves(tensor_forward(model, new.default_scope, size))
+                if isinstance(t, torch.Tensor)]
     assert flat and all(torch.isfinite(t).all() for t in flat if t.is_floating_point())
 
 
 def test_swap_keeps_what_reads_the_neck():
-    cfg = Config.fromfile('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
+    cfg = load_config('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
     overrides = swap_backbone(cfg, 'small')
     assert overrides['model']['neck'] == {'in_channels': [64, 128, 320, 512]}
     assert set(overrides['model']) == {'backbone', 'neck'}  # RPN / RoI heads read the FPN: untouched
     assert overrides['optim_wrapper']['optimizer']['type'] == 'AdamW'  # SGD -> the paper's AdamW
-    dino = swap_backbone(Config.fromfile('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'), 'tiny')
+    dino = swap_backbone(load_config('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'), 'tiny')
     assert dino['model']['backbone']['out_indices'] == (1, 2, 3)
     assert dino['model']['neck'] == {'in_channels': [128, 256, 512]}
     assert 'optimizer' not in dino['optim_wrapper']  # already AdamW: kept
-    psp = swap_backbone(Config.fromfile('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py'), 'tiny')
+    psp = swap_backbone(load_config('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py'), 'tiny')
     assert psp['model']['decode_head'] == {'in_channels': 512}
     assert psp['model']['auxiliary_head'] == {'in_channels': 256}
 
@@ -85,7 +96,7 @@ def test_worked_examples_are_what_the_tool_writes():
         first = open(path).read()
         base = first.split("_base_ = '")[1].split("'")[0]
         arch = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}[osp.basename(path).split('mavit-')[1][0]]
-        expected = render_config(base, path, swap_backbone(Config.fromfile(base), arch))
+        expected = render_config(base, path, swap_backbone(load_config(base), arch))
         assert first == expected, f'{path} is stale: rerun tools/misc/swap_backbone.py'
 
 
@@ -115,7 +126,7 @@ def test_drop_in_keeps_stock_params_and_uses_mala(config):
 
     from projects.mala_drop_in.mala_drop_in import MALAMultiheadAttention, WindowMALA
     cfg = Config.fromfile(osp.join(ROOT, 'projects/mala_drop_in/configs', config))
-    stock = build_model(Config.fromfile(DROP_IN[config]))
+    stock = build_model(load_config(DROP_IN[config]))
     model = build_model(cfg)
     n_stock = sum(p.numel() for p in stock.parameters())
     n_mala = sum(p.numel() for p in model.parameters())

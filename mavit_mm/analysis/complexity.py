@@ -12,8 +12,10 @@ Two maintained counters, configured here rather than re-implemented:
   the fused ``scaled_dot_product_attention`` op gets a handle since fvcore predates it.
 
 Models are called the way OpenMMLab's own ``get_flops`` tools call them: ``mode='tensor'``
-(raw head outputs). Two-stage detectors get 1000 fixed proposals, as ``forward_dummy`` of
-mmdet 2.x did, so the RoI heads' cost does not depend on what an untrained RPN proposes.
+(raw head outputs). Two-stage detectors get 1000 fixed proposals and their mask heads see the
+first 100 RoIs, as ``forward_dummy`` of mmdet 2.x (the paper's tooling) did, so the RoI heads' cost
+does not depend on what an untrained RPN proposes. (mmdet 3.x's Cascade R-CNN runs its three mask
+heads on all 1000 RoIs in ``mode='tensor'``, which would triple the count.)
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -22,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 NUM_DUMMY_PROPOSALS = 1000
+NUM_DUMMY_MASK_ROIS = 100
 
 
 class TensorForward(nn.Module):
@@ -56,6 +59,38 @@ def dummy_data_samples(scope: str, shape: Tuple[int, int], with_proposals: bool)
         from mmseg.structures import SegDataSample
         return [SegDataSample(metainfo=meta)]
     return None
+
+
+class _MaskHeadsOn100RoIs:
+    """Hooks that run every mask head on the first 100 RoIs only, as mmdet 2.x ``forward_dummy`` did.
+
+    The extractor's pre-hook cuts the RoIs; the mask head's hook pads its output back with zeros to
+    the RoI count the rest of the head expects (padding is not an operation either counter counts).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+        from mmdet.models.roi_heads.roi_extractors import BaseRoIExtractor
+        self.cut_from: List[int] = []
+        self.handles = []
+        for name, m in model.named_modules():
+            if isinstance(m, BaseRoIExtractor) and 'mask_roi_extractor' in name:
+                self.handles.append(m.register_forward_pre_hook(self._cut))
+            elif isinstance(m, FCNMaskHead):
+                self.handles.append(m.register_forward_hook(self._pad))
+
+    def _cut(self, module: nn.Module, args: Tuple[Any, ...]) -> Tuple[Any, ...]:
+        feats, rois, *rest = args
+        self.cut_from.append(len(rois))
+        return (feats, rois[:NUM_DUMMY_MASK_ROIS], *rest)
+
+    def _pad(self, module: nn.Module, args: Tuple[Any, ...], out: Tensor) -> Tensor:
+        n = self.cut_from.pop() if self.cut_from else len(out)
+        return torch.cat([out, out.new_zeros(n - len(out), *out.shape[1:])]) if n > len(out) else out
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
 
 
 def _norm_hook(module: nn.Module, inputs: Tuple[Tensor, ...], output: Tensor) -> None:
@@ -114,7 +149,12 @@ def model_complexity(model: nn.Module, scope: str, shape: Sequence[int],
     two_stage = scope == 'mmdet' and getattr(model, 'with_rpn', False)
     wrapped = TensorForward(model, dummy_data_samples(scope, (h, w), two_stage)).eval()
     inputs = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        paper = paper_flops(wrapped, inputs)
-        total = full_flops(wrapped, inputs) if full else None
+    hooks = _MaskHeadsOn100RoIs(model) if two_stage else None
+    try:
+        with torch.no_grad():
+            paper = paper_flops(wrapped, inputs)
+            total = full_flops(wrapped, inputs) if full else None
+    finally:
+        if hooks is not None:
+            hooks.remove()
     return dict(shape=[h, w], params=count_params(model), flops_paper=paper, flops_full=total)

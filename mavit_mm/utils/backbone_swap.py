@@ -8,7 +8,6 @@ by stage to MAViT's widths. Modules behind a neck (RPN, RoI, decode heads after 
 import copy
 import importlib
 import os.path as osp
-import pprint
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +23,14 @@ HEAD_KEYS = ('decode_head', 'auxiliary_head', 'panoptic_head', 'bbox_head', 'mas
 NO_DECAY_KEYS = {'norm': dict(decay_mult=0.0), 'gamma_': dict(decay_mult=0.0)}
 
 
+def load_config(path: str) -> Config:
+    """A config from a file or from an installed package: ``'mmdet::faster_rcnn/...py'``."""
+    if '::' in path:
+        from mmengine.hub import get_config
+        return get_config(path)
+    return Config.fromfile(path)
+
+
 def stock_stage_channels(cfg: Config) -> Tuple[Tuple[int, ...], Dict[int, int]]:
     """``(out_indices, {stage: channels})`` of the config's own backbone, measured by a forward."""
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
@@ -31,7 +38,8 @@ def stock_stage_channels(cfg: Config) -> Tuple[Tuple[int, ...], Dict[int, int]]:
     backbone_cfg.pop('pretrained', None)
     scope = cfg.get('default_scope', 'mmdet')
     with DefaultScope.overwrite_default_scope(scope):
-        backbone = importlib.import_module(f'{scope}.registry').MODELS.build(backbone_cfg).eval()
+        backbone = importlib.import_module(f'{scope}.registry').MODELS.build(backbone_cfg)
+        backbone.eval()  # (not chained: some OpenMMLab backbones' train() returns None)
         size = backbone_cfg.get('img_size', 224)
         size = size if isinstance(size, int) else size[0]
         with torch.no_grad():
@@ -90,6 +98,8 @@ def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = N
     model: Dict[str, Any] = dict(backbone=dict(
         _delete_=True, type='MAViT', arch=arch, out_indices=indices, norm_cfg=dict(type='SyncBN'),
         init_cfg=dict(type='Pretrained', checkpoint=checkpoint or f'checkpoints/mavit-{arch[0]}_in1k.pth')))
+    if cfg.model.get('pretrained'):  # mmseg passes model.pretrained on to the backbone
+        model['pretrained'] = None
     changed = []
     for name, part in _readers(cfg.model):
         override = {}
@@ -126,6 +136,27 @@ def render_config(stock: str, out_path: str, overrides: Dict[str, Any]) -> str:
     base = stock if '::' in stock else osp.relpath(osp.abspath(stock), osp.dirname(osp.abspath(out_path)))
     lines = [f'# {osp.basename(stock)} with a MAViT backbone, written by tools/misc/swap_backbone.py.',
              f"_base_ = '{base}'"]
-    for key, value in overrides.items():
-        lines.append(f'{key} = {pprint.pformat(value, indent=1, width=100, sort_dicts=False)}')
+    lines += [f'{key} = {_format(value, 0, len(key) + 3)}' for key, value in overrides.items()]
     return '\n'.join(lines) + '\n'
+
+
+def _format(value: Any, indent: int, used: int, width: int = 100) -> str:
+    """``value`` in OpenMMLab's config style: ``dict(k=v, ...)``, one item a line when too long.
+
+    ``indent``: indentation of the line the value starts on; ``used``: characters before it there.
+    """
+    if not isinstance(value, dict):
+        return repr(value)
+    if all(isinstance(k, str) and k.isidentifier() for k in value):
+        keys = [f'{k}=' for k in value]
+        head, tail = 'dict(', ')'
+    else:
+        keys = [f'{k!r}: ' for k in value]
+        head, tail = '{', '}'
+    flat = [k + _format(v, indent, 0, width=10**6) for k, v in zip(keys, value.values())]
+    one_line = head + ', '.join(flat) + tail
+    if used + len(one_line) <= width and '\n' not in one_line:
+        return one_line
+    items = [k + _format(v, indent + 4, indent + 4 + len(k), width) for k, v in zip(keys, value.values())]
+    pad = ' ' * (indent + 4)
+    return head + '\n' + ',\n'.join(pad + item for item in items) + tail

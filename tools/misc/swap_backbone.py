@@ -18,7 +18,7 @@ import sys
 from mmengine.config import Config
 
 from mavit_mm.models.backbones.mavit import MAViT
-from mavit_mm.utils.backbone_swap import render_config, swap_backbone
+from mavit_mm.utils.backbone_swap import load_config, render_config, swap_backbone
 from mavit_mm.utils.config_tools import build_model
 from mavit_mm.utils.fileio import write_text_atomic
 
@@ -41,8 +41,8 @@ def main() -> None:
     if not args.out.endswith('.py'):
         sys.exit('swap_backbone: --out must be a .py config file')
     try:
-        cfg = Config.fromfile(args.config)
-    except FileNotFoundError as e:
+        cfg = load_config(args.config)
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f'swap_backbone: cannot read {args.config!r}: {e}')
     if 'backbone' not in cfg.get('model', {}):
         sys.exit(f'swap_backbone: {args.config} has no model.backbone to replace')

@@ -279,6 +279,7 @@ def test_nothing_turns_the_weights_only_loader_off():
             for name in files:
                 if name.endswith(('.py', '.sh')):
                     text = open(osp.join(dirpath, name)).read()
-                    if re.search(r'weights_only\s*=\s*False|TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', text):
+                    if re.search(r'weights_only\s*=\s*False|environ(\[|\.setdefault\()[\'"]TORCH_FORCE_NO_WEIGHTS|'
+                                 r'^\s*(export\s+)?TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=', text, re.M):
                         offenders.append(osp.join(dirpath, name))
     assert offenders == []

@@ -8,6 +8,7 @@ import sys
 import pytest
 from mmengine.config import Config
 
+from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.toy_data import make_toy_dataset
 from mavit_mm.utils.config_tools import set_data_root
 
@@ -75,7 +76,7 @@ def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
     cfg.log_processor = dict(by_epoch=False)
-    path = osp.join(out_dir, f'{framework}_toy.py')
+    path = osp.join(out_dir, osp.basename(real))  # the real config's name: collect_results.py matches it
     cfg.dump(path)
     return path
 
@@ -101,6 +102,21 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
     assert result.stat().st_size > 0
     drawn = [f for f in tmp_path.rglob('*.*g') if 'vis' in str(f)]
     assert drawn, 'no predictions drawn'
+
+    # collect_results.py: our test metric beside the paper's, from what mmengine wrote
+    logged = json.loads(next((tmp_path / 'test').glob('*/*.json')).read_text().splitlines()[-1])
+    out = run_tool('tools/analysis/collect_results.py', str(tmp_path / 'test'), '--out', str(tmp_path / 'r.json'))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / 'r.json').read_text())
+    name = osp.splitext(osp.basename(FRAMEWORKS[framework][0]))[0]
+    factor = 100 if metric.startswith('coco') else 1
+    paper = PAPER_ROWS[name].metrics
+    row = next(r for r in rows if r['metric'] in ('mask AP', 'box AP', 'mIoU') and r['metric'] in paper)
+    assert row['config'] == name and row['source'] == 'test'
+    key = {'box AP': 'coco/bbox_mAP', 'mask AP': 'coco/segm_mAP', 'mIoU': 'mIoU'}[row['metric']]
+    assert row['ours'] == round(logged[key] * factor, 2) and row['paper'] == paper[row['metric']]
+    assert row['diff'] == round(row['ours'] - row['paper'], 2)
+    assert f'| {name} | {row["metric"]} |' in out.stdout
 
 
 @pytest.mark.slow

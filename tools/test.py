@@ -6,11 +6,15 @@
 import argparse
 import os
 import os.path as osp
+import sys
 
-from mmengine.config import Config, DictAction
+# configs under projects/ import their code as projects.<name>: make the repository importable
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
 
 from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, enable_tta, enable_visualization,
                                         set_data_root)

@@ -71,9 +71,9 @@ def collect(work_dirs: List[str], all_metrics: bool = False) -> List[dict]:
         for key, (metric, factor) in METRICS.items():
             if key not in metrics or not (all_metrics or metric in HEADLINE):
                 continue
-            ours = float(metrics[key]) * factor
+            ours = round(float(metrics[key]) * factor, 2)
             ref = paper.get(metric)
-            rows.append(dict(config=name, work_dir=work_dir, metric=metric, ours=round(ours, 2),
+            rows.append(dict(config=name, work_dir=work_dir, metric=metric, ours=ours,
                              paper=ref, diff=None if ref is None else round(ours - ref, 2), source=source))
     return rows
 

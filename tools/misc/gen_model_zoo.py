@@ -152,7 +152,7 @@ def render_all(figures: Dict[str, Dict[str, float]]) -> Dict[str, str]:
         collection = {'Name': COLLECTIONS[folder], 'Metadata': {
             'Training Data': models[0]['Metadata']['Training Data'],
             'Architecture': ['MAViT', 'Magnitude-Aware Linear Attention']},
-            'Paper': PAPER, 'README': 'docs/model_zoo.md'}
+            'Paper': PAPER, 'README': '../../docs/model_zoo.md'}  # relative to the metafile
         outputs[f'configs/{folder}/metafile.yml'] = yaml.safe_dump(
             {'Collections': [collection], 'Models': models}, sort_keys=False, width=120)
     outputs['model-index.yml'] = yaml.safe_dump(

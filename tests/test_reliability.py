@@ -146,7 +146,9 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, toy_cls_root):
     assert 5 <= killed_at < 10 and not (killed / 'iter_10.pth').exists()
     out = train(config, killed, '--resume')
     assert out.returncode == 0, out.stderr[-3000:]
-    assert re.search(r'resumed epoch: \d+, iter: [468]', out.stdout + out.stderr)
+    resumed = re.search(r'resumed epoch: \d+, iter: ([468])', out.stdout + out.stderr)
+    assert resumed
+    print(f'killed after iteration {killed_at}, resumed from iteration {resumed.group(1)}')
 
     a = torch.load(tmp_path / 'straight' / 'iter_10.pth', map_location='cpu')
     b = torch.load(killed / 'iter_10.pth', map_location='cpu')

@@ -110,3 +110,14 @@ def test_benchmark_runs_on_cpu(tmp_path):
     assert result['shape'] == [64, 96] and result['batch_size'] == 2 and result['repeats'] == 3
     assert result['min_ms'] <= result['median_ms'] <= result['max_ms']
     assert result['env']['torch'] == torch.__version__ and 'median' in out.stdout
+
+
+def test_train_iteration_benchmark_runs_on_cpu(tmp_path):
+    out_json = tmp_path / 'iter.json'
+    out = run('tools/analysis/benchmark_train_iter.py', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
+              'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '--device', 'cpu', '--shape', '128', '160',
+              '--batch-size', '1', '--warmup', '1', '--repeats', '2', '--out', str(out_json))
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out_json.read_text())['rows']
+    assert [r['config'] for r in rows] == ['mask-rcnn_mavit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco']
+    assert all(r['median_ms'] > 0 and r['repeats'] == 2 for r in rows)

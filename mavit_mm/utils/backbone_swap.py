@@ -15,20 +15,13 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mavit_mm.models.backbones.mavit import MAViT
+from mavit_mm.utils.config_tools import load_config  # noqa: F401  (re-exported for the tool)
 
 # Keys that carry backbone channels in the modules reading the backbone.
 CHANNEL_KEYS = ('in_channels', 'c1_in_channels')
 # Where the backbone's features go when the model has no neck.
 HEAD_KEYS = ('decode_head', 'auxiliary_head', 'panoptic_head', 'bbox_head', 'mask_head')
 NO_DECAY_KEYS = {'norm': dict(decay_mult=0.0), 'gamma_': dict(decay_mult=0.0)}
-
-
-def load_config(path: str) -> Config:
-    """A config from a file or from an installed package: ``'mmdet::faster_rcnn/...py'``."""
-    if '::' in path:
-        from mmengine.hub import get_config
-        return get_config(path)
-    return Config.fromfile(path)
 
 
 def stock_stage_channels(cfg: Config) -> Tuple[Tuple[int, ...], Dict[int, int]]:

@@ -184,3 +184,29 @@ def use_atomic_checkpoints(cfg: Config) -> None:
     if '://' in str(out_dir):
         return
     hook['backend_args'] = dict(backend='local_atomic')
+
+
+MODEL_SCOPES = ('mmdet', 'mmseg', 'mmpretrain')
+
+
+def load_config(path: str) -> Config:
+    """A config from a file or from an installed package (``'mmdet::faster_rcnn/...py'``)."""
+    if '::' in path:
+        from mmengine.hub import get_config
+        return get_config(path)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config {path!r} does not exist')
+    return Config.fromfile(path)
+
+
+def load_model_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """A config for building its model without weights (analysis tools): checked, options merged,
+    the backbone's Pretrained init dropped. Raises ``FileNotFoundError`` / ``ValueError`` saying what is wrong."""
+    cfg = load_config(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if cfg.get('default_scope') not in MODEL_SCOPES:
+        raise ValueError(f'{path}: default_scope {cfg.get("default_scope")!r} is not one of {MODEL_SCOPES}')
+    if cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    return cfg

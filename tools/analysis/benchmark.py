@@ -16,11 +16,11 @@ import os.path as osp
 import sys
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mavit_mm.analysis.benchmarking import environment, measure
 from mavit_mm.analysis.complexity import TensorForward, dummy_data_samples
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 DEFAULTS = {'mmpretrain': ((224, 224), 64), 'mmseg': ((512, 2048), 1), 'mmdet': ((800, 1280), 1)}
@@ -43,19 +43,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.config):
-        sys.exit(f'benchmark: config {args.config!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in DEFAULTS:
-        sys.exit(f'benchmark: default_scope {scope!r} is not one of {sorted(DEFAULTS)}')
+    try:
+        cfg = load_model_config(args.config, args.cfg_options)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'benchmark: {e}')
+    scope = cfg.default_scope
     shape = tuple(args.shape) if args.shape else DEFAULTS[scope][0]
     batch = args.batch_size or DEFAULTS[scope][1]
     device = torch.device(args.device)
-    if cfg.model.get('backbone', {}).get('init_cfg'):
-        cfg.model.backbone.init_cfg = None
     model = build_model(cfg).to(device).eval()
     two_stage = scope == 'mmdet' and getattr(model, 'with_rpn', False)
     samples = dummy_data_samples(scope, shape, two_stage)

@@ -14,25 +14,26 @@ import json
 import os.path as osp
 
 import torch
-from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 from mavit_mm.analysis.benchmarking import environment, measure
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 
 def prepare(config: str, amp: bool, device: torch.device):
-    cfg = Config.fromfile(config)
+    cfg = load_model_config(config)
     backbone = cfg.model.backbone
-    backbone.pop('init_cfg', None)
     if backbone.get('norm_cfg', {}).get('type') == 'SyncBN':
         backbone.norm_cfg = dict(backbone.norm_cfg, type='BN')
     model = build_model(cfg).to(device).train()
     optim_cfg = cfg.optim_wrapper.copy()
     if amp:
         optim_cfg.update(type='AmpOptimWrapper', dtype='bfloat16')
+        optim_cfg.pop('loss_scale', None)
+    elif device.type == 'cpu' and optim_cfg.get('type') == 'AmpOptimWrapper':
+        optim_cfg.type = 'OptimWrapper'  # mmengine's AMP wrapper needs a GPU
         optim_cfg.pop('loss_scale', None)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         optim_wrapper = build_optim_wrapper(model, optim_cfg)
@@ -60,7 +61,7 @@ def main() -> None:
     for config in args.configs:
         cfg, model, optim_wrapper = prepare(config, args.amp, device)
         with DefaultScope.overwrite_default_scope(cfg.default_scope):
-            def step():
+            def step(model=model, optim_wrapper=optim_wrapper):
                 return model.train_step(packed, optim_wrapper)
             r = measure(step, device, args.warmup, args.repeats)
         r.update(config=osp.splitext(osp.basename(config))[0], batch_size=args.batch_size,

@@ -14,11 +14,11 @@ import os.path as osp
 import sys
 from typing import Dict, Tuple
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 from mavit_mm.analysis.complexity import model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
@@ -40,17 +40,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.config):
-        sys.exit(f'get_flops: config {args.config!r} does not exist')
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    scope = cfg.get('default_scope', 'mmdet')
-    if scope not in DEFAULT_SHAPES:
-        sys.exit(f'get_flops: default_scope {scope!r} is not one of {sorted(DEFAULT_SHAPES)}')
+    try:
+        cfg = load_model_config(args.config, args.cfg_options)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'get_flops: {e}')
+    scope = cfg.default_scope
     shape = tuple(args.shape) if args.shape else DEFAULT_SHAPES[scope]
-    if cfg.model.get('backbone', {}).get('init_cfg'):
-        cfg.model.backbone.init_cfg = None  # counting needs no weights
     result = model_complexity(build_model(cfg), scope, shape, full=not args.no_full)
     name = osp.splitext(osp.basename(args.config))[0]
     result = dict(config=name, **result)

@@ -12,7 +12,6 @@ and layer scales; --keep-optimizer keeps the stock optimizer, adding only the no
 The model is built and run once on a small image before the file is written.
 """
 import argparse
-import os.path as osp
 import sys
 
 from mmengine.config import Config

@@ -114,10 +114,10 @@ def test_benchmark_runs_on_cpu(tmp_path):
 
 def test_train_iteration_benchmark_runs_on_cpu(tmp_path):
     out_json = tmp_path / 'iter.json'
-    out = run('tools/analysis/benchmark_train_iter.py', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
-              'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '--device', 'cpu', '--shape', '128', '160',
+    out = run('tools/analysis/benchmark_train_iter.py', 'configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py',
+              'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py', '--device', 'cpu', '--shape', '96', '128',
               '--batch-size', '1', '--warmup', '1', '--repeats', '2', '--out', str(out_json))
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out_json.read_text())['rows']
-    assert [r['config'] for r in rows] == ['mask-rcnn_mavit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco']
+    assert [r['config'] for r in rows] == ['retinanet_mavit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco']
     assert all(r['median_ms'] > 0 and r['repeats'] == 2 for r in rows)

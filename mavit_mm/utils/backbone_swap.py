@@ -1,9 +1,10 @@
 """Put a MAViT backbone into any mmdet / mmseg config: the logic behind ``tools/misc/swap_backbone.py``.
 
 The stock backbone is built once (no weights) and run on a small image to learn the channels of
-each stage it outputs. Every ``in_channels`` of the modules that read the backbone directly (the
-neck if there is one, else the heads; mmseg heads through their ``in_index``) is then mapped stage
-by stage to MAViT's widths. Modules behind a neck (RPN, RoI, decode heads after an FPN) keep theirs.
+each stage it outputs. Every ``in_channels`` (and DeepLabV3+'s ``c1_in_channels``) of the modules that
+read the backbone directly (the neck if there is one, else the heads) is then mapped value by value:
+a stock stage width becomes MAViT's width of the same stage. Modules behind a neck (RPN, RoI heads,
+decode heads after an FPN) keep theirs.
 """
 import copy
 import importlib

@@ -18,6 +18,8 @@ EXPECTED = [
     ('mmdet', '3.3.0', 'detection'),
     ('mmseg', '1.2.2', 'segmentation'),
     ('mmpretrain', '1.2.0', 'classification'),
+    ('ptflops', None, 'FLOPs as the paper counts them (requirements.txt)'),
+    ('modelindex', None, 'model zoo metafile checks (model-index in requirements.txt)'),
     ('mavit_mm', None, 'pip install -e . in the repository'),
 ]
 

@@ -12,13 +12,12 @@ import yaml
 from mmengine.config import Config
 from torch import nn
 
-from mavit_mm.analysis.complexity import full_flops, model_complexity
+from mavit_mm.analysis.complexity import PAPER_SHAPES, full_flops, model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.models.layers.mala import mala_attention
 from mavit_mm.utils.config_tools import build_model
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 T_CONFIGS = [n for n in PAPER_ROWS if 'mavit-t_' in n]
 
 
@@ -37,7 +36,7 @@ def test_t_variants_params_and_flops_as_the_paper(name):
     row = PAPER_ROWS[name]
     cfg = Config.fromfile(osp.join(ROOT, 'configs', row.folder, name + '.py'))
     cfg.model.backbone.init_cfg = None
-    fig = model_complexity(build_model(cfg), cfg.default_scope, SHAPES[cfg.default_scope], full=False)
+    fig = model_complexity(build_model(cfg), cfg.default_scope, PAPER_SHAPES[cfg.default_scope], full=False)
     params_m, gflops = fig['params'] / 1e6, fig['flops_paper'] / 1e9
     assert abs(params_m - row.params) <= 0.5, params_m
     assert abs(gflops / row.flops - 1) <= 0.03, gflops

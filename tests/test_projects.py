@@ -11,8 +11,8 @@ from mmengine.config import Config
 
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm.models.layers.mala import EPS
-from mavit_mm.utils.backbone_swap import load_config, render_config, swap_backbone
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.backbone_swap import render_config, swap_backbone
+from mavit_mm.utils.config_tools import build_model, load_config
 from test_configs import tensor_forward
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

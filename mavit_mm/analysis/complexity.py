@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 
 NUM_DUMMY_PROPOSALS = 1000
+# The paper's input (H, W) per task: detection 1280x800 (landscape here), segmentation 512x2048, ImageNet 224.
+PAPER_SHAPES: Dict[str, Tuple[int, int]] = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 NUM_DUMMY_MASK_ROIS = 100
 
 

@@ -16,7 +16,6 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mavit_mm.models.backbones.mavit import MAViT
-from mavit_mm.utils.config_tools import load_config  # noqa: F401  (re-exported for the tool)
 
 # Keys that carry backbone channels in the modules reading the backbone.
 CHANNEL_KEYS = ('in_channels', 'c1_in_channels')

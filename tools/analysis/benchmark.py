@@ -19,11 +19,11 @@ import torch
 from mmengine.config import DictAction
 
 from mavit_mm.analysis.benchmarking import environment, measure
-from mavit_mm.analysis.complexity import TensorForward, dummy_data_samples
+from mavit_mm.analysis.complexity import PAPER_SHAPES, TensorForward, dummy_data_samples
 from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
-DEFAULTS = {'mmpretrain': ((224, 224), 64), 'mmseg': ((512, 2048), 1), 'mmdet': ((800, 1280), 1)}
+BATCH_SIZES = {'mmpretrain': 64, 'mmseg': 1, 'mmdet': 1}  # Fig. 5: batch 64; Fig. 6: batch 1
 
 
 def parse_args() -> argparse.Namespace:
@@ -48,8 +48,8 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'benchmark: {e}')
     scope = cfg.default_scope
-    shape = tuple(args.shape) if args.shape else DEFAULTS[scope][0]
-    batch = args.batch_size or DEFAULTS[scope][1]
+    shape = tuple(args.shape) if args.shape else PAPER_SHAPES[scope]
+    batch = args.batch_size or BATCH_SIZES[scope]
     device = torch.device(args.device)
     model = build_model(cfg).to(device).eval()
     two_stage = scope == 'mmdet' and getattr(model, 'with_rpn', False)

@@ -12,17 +12,14 @@ import argparse
 import json
 import os.path as osp
 import sys
-from typing import Dict, Tuple
 
 from mmengine.config import DictAction
 
-from mavit_mm.analysis.complexity import model_complexity
+from mavit_mm.analysis.complexity import PAPER_SHAPES, model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
-DEFAULT_SHAPES: Dict[str, Tuple[int, int]] = {
-    'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 
 
 def parse_args() -> argparse.Namespace:
@@ -45,7 +42,7 @@ def main() -> None:
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'get_flops: {e}')
     scope = cfg.default_scope
-    shape = tuple(args.shape) if args.shape else DEFAULT_SHAPES[scope]
+    shape = tuple(args.shape) if args.shape else PAPER_SHAPES[scope]
     result = model_complexity(build_model(cfg), scope, shape, full=not args.no_full)
     name = osp.splitext(osp.basename(args.config))[0]
     result = dict(config=name, **result)

@@ -13,15 +13,13 @@ from collections import defaultdict
 from typing import Dict, List
 
 import yaml
-from mmengine.config import Config
 
-from mavit_mm.analysis.complexity import model_complexity
+from mavit_mm.analysis.complexity import PAPER_SHAPES, model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS, PaperRow
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SHAPES = {'mmdet': (800, 1280), 'mmseg': (512, 2048), 'mmpretrain': (224, 224)}
 COLLECTIONS = {
     'imagenet': 'MAViT', 'retinanet': 'RetinaNet MAViT', 'mask_rcnn': 'Mask R-CNN MAViT',
     'cascade_rcnn': 'Cascade Mask R-CNN MAViT', 'sem_fpn': 'Semantic FPN MAViT', 'upernet': 'UperNet MAViT'}
@@ -31,9 +29,8 @@ RESULTS_NOTE = ("Results are the paper's figures ({table}), not a mavit-mm train
 
 
 def measure(name: str, row: PaperRow) -> Dict[str, float]:
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', row.folder, f'{name}.py'))
-    cfg.model.backbone.init_cfg = None
-    shape = SHAPES[cfg.default_scope]
+    cfg = load_model_config(osp.join(ROOT, 'configs', row.folder, f'{name}.py'))
+    shape = PAPER_SHAPES[cfg.default_scope]
     out = model_complexity(build_model(cfg), cfg.default_scope, shape)
     print(f'{name:60s} {out["params"] / 1e6:8.2f} M {out["flops_paper"] / 1e9:8.1f} G '
           f'{out["flops_full"] / 1e9:8.1f} G', flush=True)

@@ -1,0 +1,372 @@
+"""MALA as fused Triton kernels, forward and backward: the CUDA fast path of :mod:`.mala`.
+
+Same math as :func:`mavit_mm.models.layers.mala.mala_attention` (the oracle), per (batch, head) with
+``phi(x) = ELU(x) + 1``, ``R = rot(phi(.))`` and ``s = head_dim ** -0.5``::
+
+    kv = (s / N) R(k)^T v     km = mean_n phi(k_n)     vm = mean_n v_n          (pass 1, over keys)
+    z_i = s phi(q_i) . km     out_i = (1 + 1 / (z_i + eps)) R(q_i) kv - z_i vm  (pass 2, per query)
+
+Pass 1 reduces over the tokens in chunks (partial ``D x D`` sums, added up in fp32 by torch), pass 2
+maps every query. The backward mirrors it: one pass over the queries writes ``dq`` and reduces
+``dkv``, ``dkm``, ``dvm``; one pass over the keys writes ``dk`` and ``dv``. Every pass reads its
+operands once in their storage dtype (bf16 / fp16 / fp32, any strides: the q/k/v views of the
+``qkvo`` convolution's output are read in place, NCHW or channels-last) and computes in fp32, so
+half precision never overflows in the long sums; nothing of size ``N`` is saved for backward
+beyond q, k, v themselves.
+
+The rotation acts on channel pairs ``(2t, 2t+1)``: ``R(x)[c] = x[c] cos[c] + sign[c] x[c ^ 1] sin[c]``
+with ``sign = -1`` on even channels; the partner channel ``c ^ 1`` is read from memory a second
+time (a cache hit) instead of shuffling registers.
+
+The entry point :func:`mala_attention_triton` is a ``torch.library`` custom op with its autograd
+registered, so ``torch.compile`` treats it as one opaque node.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .mala import EPS
+
+BLOCK_N = 64
+# programs per reduction pass, over (batch x heads) x chunks: enough to fill a large GPU
+_TARGET_PROGRAMS = 512
+
+
+@triton.jit
+def _phi(x):
+    """ELU(x) + 1."""
+    return tl.where(x > 0, x + 1.0, tl.exp(tl.minimum(x, 0.0)))
+
+
+@triton.jit
+def _load_tile(base, offs_n, offs_d, stride_n, stride_d, mask):
+    return tl.load(base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d, mask=mask,
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _rotate(x, x_partner, sin, cos, sign):
+    """R(x) on a ``(BLOCK_N, D)`` tile, ``x_partner[:, c] = x[:, c ^ 1]``."""
+    return x * cos + sign[None, :] * x_partner * sin
+
+
+@triton.jit
+def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, H, chunk,
+                     skb, skh, skn, skd, svb, svh, svn, svd,
+                     D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr):
+    """Partial sums over ``chunk`` tokens: ``R(k)^T v`` (D x D), ``sum phi(k)``, ``sum v``."""
+    bh = tl.program_id(0)
+    s = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_d = tl.arange(0, D)
+    partner = offs_d ^ 1
+    sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
+    k_base = k_ptr + b * skb + h * skh
+    v_base = v_ptr + b * svb + h * svh
+    kv = tl.zeros((D, D), dtype=tl.float32)
+    ks = tl.zeros((D, ), dtype=tl.float32)
+    vs = tl.zeros((D, ), dtype=tl.float32)
+    start = s * chunk
+    for n0 in range(start, start + chunk, BLOCK):
+        offs_n = n0 + tl.arange(0, BLOCK)
+        mask = (offs_n < N)[:, None]
+        pk = tl.where(mask, _phi(_load_tile(k_base, offs_n, offs_d, skn, skd, mask)), 0.0)
+        v = _load_tile(v_base, offs_n, offs_d, svn, svd, mask)
+        if ROPE:
+            pk_p = _phi(_load_tile(k_base, offs_n, partner, skn, skd, mask))
+            sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
+            cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
+            rk = _rotate(pk, pk_p, sin, cos, sign)  # masked rows: sin = cos = 0
+        else:
+            rk = pk
+        kv += tl.dot(tl.trans(rk), v, input_precision=PREC)
+        ks += tl.sum(pk, axis=0)
+        vs += tl.sum(v, axis=0)
+    part = bh * tl.num_programs(1) + s
+    tl.store(kv_ptr + part * D * D + offs_d[:, None] * D + offs_d[None, :], kv)
+    tl.store(ks_ptr + part * D + offs_d, ks)
+    tl.store(vs_ptr + part * D + offs_d, vs)
+
+
+@triton.jit
+def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N, H, scale,
+                    sqb, sqh, sqn, sqd, sob, soh, son, sod,
+                    D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr,
+                    EPS: tl.constexpr):
+    """``out = (1 + 1 / (z + eps)) R(q) kv - z vm`` for one block of queries."""
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, D)
+    mask = (offs_n < N)[:, None]
+    q_base = q_ptr + b * sqb + h * sqh
+    pq = _phi(_load_tile(q_base, offs_n, offs_d, sqn, sqd, mask))
+    km = tl.load(km_ptr + bh * D + offs_d)
+    vm = tl.load(vm_ptr + bh * D + offs_d)
+    kv = tl.load(kv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
+    z = scale * tl.sum(pq * km[None, :], axis=1)
+    if ROPE:
+        partner = offs_d ^ 1
+        sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
+        pq_p = _phi(_load_tile(q_base, offs_n, partner, sqn, sqd, mask))
+        rq = _rotate(pq, pq_p, _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask),
+                     _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask), sign)
+    else:
+        rq = pq
+    out = tl.dot(rq, kv, input_precision=PREC) * (1.0 + 1.0 / (z + EPS))[:, None] - z[:, None] * vm[None, :]
+    o_base = out_ptr + b * sob + h * soh
+    tl.store(o_base + offs_n[:, None] * son + offs_d[None, :] * sod,
+             out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq_ptr,
+                      dkv_ptr, dkm_ptr, dvm_ptr, N, H, chunk, scale,
+                      sqb, sqh, sqn, sqd, sgb, sgh, sgn, sgd, sdb, sdh, sdn, sdd,
+                      D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr,
+                      EPS: tl.constexpr):
+    """Writes ``dq``; partial sums of ``dL/dkv``, ``dL/dkm`` and ``dL/dvm`` over ``chunk`` queries."""
+    bh = tl.program_id(0)
+    s = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_d = tl.arange(0, D)
+    partner = offs_d ^ 1
+    sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
+    q_base = q_ptr + b * sqb + h * sqh
+    g_base = g_ptr + b * sgb + h * sgh
+    dq_base = dq_ptr + b * sdb + h * sdh
+    km = tl.load(km_ptr + bh * D + offs_d)
+    vm = tl.load(vm_ptr + bh * D + offs_d)
+    kv = tl.load(kv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
+    dkv = tl.zeros((D, D), dtype=tl.float32)
+    dkm = tl.zeros((D, ), dtype=tl.float32)
+    dvm = tl.zeros((D, ), dtype=tl.float32)
+    start = s * chunk
+    for n0 in range(start, start + chunk, BLOCK):
+        offs_n = n0 + tl.arange(0, BLOCK)
+        mask = (offs_n < N)[:, None]
+        q = _load_tile(q_base, offs_n, offs_d, sqn, sqd, mask)
+        g = _load_tile(g_base, offs_n, offs_d, sgn, sgd, mask)  # 0 on masked rows: they add nothing
+        pq = _phi(q)
+        z = scale * tl.sum(pq * km[None, :], axis=1)
+        if ROPE:
+            sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
+            cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
+            rq = _rotate(pq, _phi(_load_tile(q_base, offs_n, partner, sqn, sqd, mask)), sin, cos, sign)
+        else:
+            rq = pq
+        inv = 1.0 / (z + EPS)
+        a = 1.0 + inv
+        u = tl.dot(rq, kv, input_precision=PREC)
+        dz = -tl.sum(g * u, axis=1) * inv * inv - tl.sum(g * vm[None, :], axis=1)
+        # dL/dR(q) = a g kv^T; the transposed rotation needs it at the partner channel too, which is
+        # g times kv with its rows paired-swapped: kv[c ^ 1, :]
+        drq = a[:, None] * tl.dot(g, tl.trans(kv), input_precision=PREC)
+        if ROPE:
+            kv_p = tl.load(kv_ptr + bh * D * D + partner[:, None] * D + offs_d[None, :])
+            drq_p = a[:, None] * tl.dot(g, tl.trans(kv_p), input_precision=PREC)
+            sin_p = _load_tile(sin_ptr, offs_n, partner, D, 1, mask)
+            dpq = drq * cos - sign[None, :] * drq_p * sin_p
+        else:
+            dpq = drq
+        dpq += (dz * scale)[:, None] * km[None, :]
+        dq = dpq * tl.where(q > 0, 1.0, pq)
+        tl.store(dq_base + offs_n[:, None] * sdn + offs_d[None, :] * sdd,
+                 dq.to(dq_ptr.dtype.element_ty), mask=mask)
+        dkv += tl.dot(tl.trans(rq * a[:, None]), g, input_precision=PREC)
+        dkm += tl.sum((dz * scale)[:, None] * pq, axis=0)
+        dvm -= tl.sum(z[:, None] * g, axis=0)
+    part = bh * tl.num_programs(1) + s
+    tl.store(dkv_ptr + part * D * D + offs_d[:, None] * D + offs_d[None, :], dkv)
+    tl.store(dkm_ptr + part * D + offs_d, dkm)
+    tl.store(dvm_ptr + part * D + offs_d, dvm)
+
+
+@triton.jit
+def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk_ptr, dv_ptr,
+                   N, H, kv_scale,
+                   skb, skh, skn, skd, svb, svh, svn, svd,
+                   sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
+                   D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr):
+    """``dk`` and ``dv`` of one block of keys from the reduced ``dkv``, ``dkm / N``, ``dvm / N``."""
+    bh = tl.program_id(0)
+    b = bh // H
+    h = bh % H
+    offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, D)
+    mask = (offs_n < N)[:, None]
+    k_base = k_ptr + b * skb + h * skh
+    k = _load_tile(k_base, offs_n, offs_d, skn, skd, mask)
+    v = _load_tile(v_ptr + b * svb + h * svh, offs_n, offs_d, svn, svd, mask)
+    dkm = tl.load(dkm_ptr + bh * D + offs_d)
+    dvm = tl.load(dvm_ptr + bh * D + offs_d)
+    dkv = tl.load(dkv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
+    pk = _phi(k)
+    drk = kv_scale * tl.dot(v, tl.trans(dkv), input_precision=PREC)
+    if ROPE:
+        partner = offs_d ^ 1
+        sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
+        sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
+        cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
+        rk = _rotate(pk, _phi(_load_tile(k_base, offs_n, partner, skn, skd, mask)), sin, cos, sign)
+        dkv_p = tl.load(dkv_ptr + bh * D * D + partner[:, None] * D + offs_d[None, :])
+        drk_p = kv_scale * tl.dot(v, tl.trans(dkv_p), input_precision=PREC)
+        dpk = drk * cos - sign[None, :] * drk_p * _load_tile(sin_ptr, offs_n, partner, D, 1, mask)
+    else:
+        rk = pk
+        dpk = drk
+    dk = (dpk + dkm[None, :]) * tl.where(k > 0, 1.0, pk)
+    dv = kv_scale * tl.dot(rk, dkv, input_precision=PREC) + dvm[None, :]
+    tl.store(dk_ptr + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :] * sdkd,
+             dk.to(dk_ptr.dtype.element_ty), mask=mask)
+    tl.store(dv_ptr + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :] * sdvd,
+             dv.to(dv_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# launchers
+def supported(q: Tensor) -> bool:
+    """Whether the kernels take ``q``'s ``(B, heads, N, head_dim)`` shape: a power-of-2 head_dim of
+    16..128 (``tl.dot`` tiles)."""
+    d = q.shape[-1]
+    return q.dim() == 4 and 16 <= d <= 128 and d & (d - 1) == 0
+
+
+def empty_like_heads(x: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
+    """An empty ``(B, heads, N, D)`` tensor stored in ``x``'s order: ``(B, heads, D, N)`` when x is
+    token-contiguous (a view of an NCHW map), else ``(B, N, heads, D)`` (channels-last). Either way
+    ``out.transpose(-2, -1).reshape(B, C, H, W)`` is then a view, in x's memory format."""
+    b, h, n, d = x.shape
+    kw = dict(dtype=dtype or x.dtype, device=x.device)
+    if x.stride(-2) == 1 and n > 1:
+        return torch.empty(b, h, d, n, **kw).transpose(-2, -1)
+    return torch.empty(b, n, h, d, **kw).permute(0, 2, 1, 3)
+
+
+def _precision(x: Tensor) -> str:
+    # half-precision inputs: tf32 tensor cores (their error is far below bf16's); fp32: exact fp32
+    return 'ieee' if x.dtype == torch.float32 or x.device.type != 'cuda' else 'tf32'
+
+
+def _chunks(bh: int, n: int) -> Tuple[int, int]:
+    """(programs per (batch, head), tokens per program) of a reduction pass."""
+    blocks = triton.cdiv(n, BLOCK_N)
+    splits = max(1, min(blocks, triton.cdiv(_TARGET_PROGRAMS, bh)))
+    per = triton.cdiv(blocks, splits)
+    return triton.cdiv(blocks, per), per * BLOCK_N
+
+
+def _rope_args(q: Tensor, sin: Optional[Tensor], cos: Optional[Tensor]) -> Tuple[Tensor, Tensor, bool]:
+    if sin is None:
+        return q, q, False  # unused pointers
+    return sin.float().contiguous(), cos.float().contiguous(), True
+
+
+def mala_forward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
+                 scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward of MALA. Returns ``out`` (v's dtype, q's layout) and, for the backward, ``kv``
+    (``(B*heads, D, D)``, scaled by ``s / N``), ``km`` and ``vm`` (``(B*heads, D)``), all fp32."""
+    b, h, n, d = q.shape
+    sin, cos, rope = _rope_args(q, sin, cos)
+    prec = _precision(v)
+    splits, chunk = _chunks(b * h, n)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    kv = torch.empty(b * h, splits, d, d, **f32)
+    ks = torch.empty(b * h, splits, d, **f32)
+    vs = torch.empty(b * h, splits, d, **f32)
+    _mala_fwd_reduce[(b * h, splits)](k, v, sin, cos, kv, ks, vs, n, h, chunk, *k.stride(), *v.stride(),
+                                      D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=4)
+    kv = kv.sum(1).mul_(scale / n)
+    km = ks.sum(1).div_(n)
+    vm = vs.sum(1).div_(n)
+    out = empty_like_heads(q, v.dtype)
+    _mala_fwd_apply[(b * h, triton.cdiv(n, BLOCK_N))](
+        q, sin, cos, kv, km, vm, out, n, h, scale, *q.stride(), *out.stride(),
+        D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=4)
+    return out, kv, km, vm
+
+
+def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
+                  kv: Tensor, km: Tensor, vm: Tensor, grad_out: Tensor,
+                  scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``(dq, dk, dv)`` of MALA's output, each in its input's dtype and layout."""
+    b, h, n, d = q.shape
+    sin, cos, rope = _rope_args(q, sin, cos)
+    prec = _precision(v)
+    splits, chunk = _chunks(b * h, n)
+    f32 = dict(dtype=torch.float32, device=q.device)
+    dkv = torch.empty(b * h, splits, d, d, **f32)
+    dkm = torch.empty(b * h, splits, d, **f32)
+    dvm = torch.empty(b * h, splits, d, **f32)
+    dq = empty_like_heads(q)
+    _mala_bwd_queries[(b * h, splits)](
+        q, grad_out, sin, cos, kv, km, vm, dq, dkv, dkm, dvm, n, h, chunk, scale,
+        *q.stride(), *grad_out.stride(), *dq.stride(),
+        D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=8)
+    dkv = dkv.sum(1)
+    dkm = dkm.sum(1).div_(n)
+    dvm = dvm.sum(1).div_(n)
+    dk = empty_like_heads(k)
+    dv = empty_like_heads(v)
+    _mala_bwd_keys[(b * h, triton.cdiv(n, BLOCK_N))](
+        k, v, sin, cos, dkv, dkm, dvm, dk, dv, n, h, scale / n,
+        *k.stride(), *v.stride(), *dk.stride(), *dv.stride(),
+        D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=8)
+    return dq, dk, dv
+
+
+# ---------------------------------------------------------------------------------------------
+# the custom op (autograd + torch.compile)
+@torch.library.custom_op('mavit_mm::mala_fwd', mutates_args=())
+def _mala_fwd_op(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
+                 scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return mala_forward(q, k, v, sin, cos, scale)
+
+
+@_mala_fwd_op.register_fake
+def _(q, k, v, sin, cos, scale):
+    b, h, _, d = q.shape
+    f32 = dict(dtype=torch.float32, device=q.device)
+    return (empty_like_heads(q, v.dtype), q.new_empty(b * h, d, d, **f32), q.new_empty(b * h, d, **f32),
+            q.new_empty(b * h, d, **f32))
+
+
+@torch.library.custom_op('mavit_mm::mala_bwd', mutates_args=())
+def _mala_bwd_op(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
+                 kv: Tensor, km: Tensor, vm: Tensor, grad_out: Tensor,
+                 scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+    return mala_backward(q, k, v, sin, cos, kv, km, vm, grad_out, scale)
+
+
+@_mala_bwd_op.register_fake
+def _(q, k, v, sin, cos, kv, km, vm, grad_out, scale):
+    return empty_like_heads(q), empty_like_heads(k), empty_like_heads(v)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, sin, cos, scale = inputs
+    _, kv, km, vm = output
+    ctx.save_for_backward(q, k, v, sin, cos, kv, km, vm)
+    ctx.scale = scale
+
+
+def _backward(ctx, grad_out, *_unused):
+    q, k, v, sin, cos, kv, km, vm = ctx.saved_tensors
+    dq, dk, dv = _mala_bwd_op(q, k, v, sin, cos, kv, km, vm, grad_out, ctx.scale)
+    return dq, dk, dv, None, None, None
+
+
+_mala_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def mala_attention_triton(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor],
+                          cos: Optional[Tensor], scale: float) -> Tensor:
+    """MALA through the fused kernels; same arguments and result as the reference
+    :func:`~mavit_mm.models.layers.mala.mala_attention` (output in ``q``'s memory order)."""
+    return _mala_fwd_op(q, k, v, sin, cos, float(scale))[0]

@@ -1,16 +1,20 @@
-"""The fast path (blocks through torch.compile / Triton) against the plain PyTorch reference.
+"""The fast path (Triton MALA kernels, channels-last, compiled blocks) against the PyTorch reference.
 
-On CPU one small check runs (Inductor's C++ backend, the same graphs); the CUDA tests cover all
-four archs, odd sizes, fp32 and bf16 / fp16 autocast, outputs and gradients, and run on a GPU host.
+On CPU: the compiled blocks (Inductor's C++ backend, the same graphs) and, through Triton's
+interpreter in a subprocess, the kernels of test_mala_triton.py. The CUDA tests cover all four
+archs, odd sizes, fp32 and bf16 / fp16 autocast, outputs and gradients, and run on a GPU host.
 """
 import copy
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mavit_mm import MAViT
-from mavit_mm.models.layers.fast_path import fast_path_enabled
+from mavit_mm.models.layers.fast_path import resolve_fast_path, triton_available
 from test_backbone import randomize_
 
 CUDA = torch.cuda.is_available()
@@ -37,12 +41,9 @@ def grad_err(fast: dict, ref: dict) -> float:
     return max(errs)
 
 
-def pair(arch: str, device: str, **kwargs):
+def pair(arch: str, device: str, mode: str = 'compile', **kwargs):
     ref = randomize_(MAViT(arch=arch, fast_path='off', **kwargs)).to(device)
-    fast = copy.deepcopy(ref)
-    for stage in fast.layers:
-        stage.fast_path = 'compile'
-    return ref, fast
+    return ref, copy.deepcopy(ref).set_fast_path(mode)
 
 
 def forward_backward(model, x, dtype=None):
@@ -57,10 +58,26 @@ def forward_backward(model, x, dtype=None):
 
 
 def test_auto_mode_picks_the_reference_on_cpu():
-    assert not fast_path_enabled('auto', torch.zeros(1))
-    assert fast_path_enabled('compile', torch.zeros(1)) and not fast_path_enabled('off', torch.zeros(1))
+    cpu = torch.zeros(1)
+    assert [resolve_fast_path(m, cpu) for m in ('auto', 'kernels', 'compile', 'off')] == \
+        ['off', 'off', 'compile', 'off']
     with pytest.raises(ValueError, match='fast_path must be one of'):
         MAViT(fast_path='triton')
+    with pytest.raises(ValueError, match='fast_path must be one of'):
+        MAViT().set_fast_path('fast')
+
+
+@pytest.mark.skipif(CUDA or not triton_available(), reason='on a GPU test_mala_triton.py runs on CUDA itself')
+def test_triton_kernels_in_the_interpreter():
+    """test_mala_triton.py (kernels vs reference, forward and backward, both layouts, the custom op's
+    registration, a whole backbone in 'kernels' mode) through Triton's CPU interpreter."""
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    proc = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                           str(root / 'tests' / 'test_mala_triton.py')],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert ' passed' in proc.stdout and 'failed' not in proc.stdout
 
 
 def test_compiled_blocks_match_reference_on_cpu():
@@ -76,12 +93,13 @@ def test_compiled_blocks_match_reference_on_cpu():
 
 
 @needs_cuda
+@pytest.mark.parametrize('mode', ['kernels', 'compile'])
 @pytest.mark.parametrize('arch', GPU_ARCHS)
 @pytest.mark.parametrize('size', [(224, 224), (97, 131)])
-def test_fast_path_matches_reference_fp32(arch, size):
+def test_fast_path_matches_reference_fp32(arch, size, mode):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    ref, fast = pair(arch, 'cuda')
+    ref, fast = pair(arch, 'cuda', mode)
     x = torch.randn(2, 3, *size, device='cuda')
     outs_r, gx_r, grads_r = forward_backward(ref.train(), x)
     outs_f, gx_f, grads_f = forward_backward(fast.train(), x)
@@ -91,11 +109,12 @@ def test_fast_path_matches_reference_fp32(arch, size):
 
 
 @needs_cuda
+@pytest.mark.parametrize('mode', ['kernels', 'compile'])
 @pytest.mark.parametrize('arch', GPU_ARCHS)
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
-def test_fast_path_matches_reference_autocast(arch, dtype):
+def test_fast_path_matches_reference_autocast(arch, dtype, mode):
     """Documented tolerance under autocast: 2e-2 relative (outputs, input gradient), both paths finite."""
-    ref, fast = pair(arch, 'cuda')
+    ref, fast = pair(arch, 'cuda', mode)
     x = torch.randn(2, 3, 128, 160, device='cuda')
     outs_r, gx_r, _ = forward_backward(ref.train(), x, dtype)
     outs_f, gx_f, _ = forward_backward(fast.train(), x, dtype)

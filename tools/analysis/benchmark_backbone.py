@@ -9,7 +9,8 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step)
   cls    224x224, batch 64, eval forward
   seg    512x2048, batch 1, eval forward
   train  2 x 800x1344, forward + backward (loss = sum of the four outputs' means), train mode
-Models: MAViT-{T,S,B,L} with fast_path='off' (reference) and fast_path='compile' (fast), and
+Models: MAViT-{T,S,B,L} with fast_path='off' (reference) and each of --modes ('kernels': Triton
+MALA + channels-last; 'compile': that plus torch.compile'd blocks, minutes of compiling first), and
 Swin-T, ConvNeXt-T, ResNet-50 from the installed mmpretrain. Median of --repeats after --warmup,
 images/s, peak memory after warm-up; ratios against the same arch's reference path. --sweep
 times one stage-1 attention layer (MALA vs softmax through SDPA) from 256^2 to 2048^2 images.
@@ -97,6 +98,10 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     return rows
 
 
+SWEEP_LAYERS = (('MALA (reference)', MALAttention, False), ('MALA (Triton)', MALAttention, True),
+                ('softmax (SDPA)', RoPESoftmaxAttention, False))
+
+
 def attention_sweep(args, device) -> List[dict]:
     """One MAViT-T stage-1 attention layer (C=64, 1 head): MALA vs softmax over image sizes."""
     rows = []
@@ -106,19 +111,21 @@ def attention_sweep(args, device) -> List[dict]:
         hw = (res // 4, res // 4)
         x = torch.randn(1, c, *hw, device=device)
         sin_cos = rope(hw)
-        for label, cls in (('MALA', MALAttention), ('softmax (SDPA)', RoPESoftmaxAttention)):
+        for label, cls, fast in SWEEP_LAYERS:
             layer = cls(c, heads).to(device).eval()
+            layer.use_kernels = fast
+            inp = x.contiguous(memory_format=torch.channels_last) if fast else x
 
             def fn():
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp):
-                    return layer(x, sin_cos)
+                    return layer(inp, sin_cos)
             try:
                 r = measure(fn, device, args.warmup, args.repeats)
             except torch.OutOfMemoryError:
                 r = {'median_ms': math.nan, 'error': 'out of memory'}
             r.update(image=res, tokens=hw[0] * hw[1], attention=label)
             rows.append(r)
-            print(f'  sweep {res:5d}^2 ({hw[0] * hw[1]:7d} tokens) {label:15s} {r["median_ms"]:9.3f} ms'
+            print(f'  sweep {res:5d}^2 ({hw[0] * hw[1]:7d} tokens) {label:17s} {r["median_ms"]:9.3f} ms'
                   + (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''), flush=True)
             if device.type == 'cuda':
                 torch.cuda.empty_cache()
@@ -130,7 +137,7 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for label in ('MALA', 'softmax (SDPA)'):
+    for label, _, _ in SWEEP_LAYERS:
         pts = [r for r in rows if r['attention'] == label]
         xs = [r['image'] for r in pts]
         axes[0].plot(xs, [r['median_ms'] for r in pts], 'o-', label=label)
@@ -154,7 +161,7 @@ def profile_seg(args, device) -> None:
     from torch.profiler import ProfilerActivity, profile
     x = torch.randn(1, 3, *args.profile_shape, device=device)
     lines = []
-    for mode in ('off', 'compile'):
+    for mode in ['off'] + args.modes:
         model = MAViT(arch='t', fast_path=mode).to(device).eval()
         fn = step_fn(model, x, False, args.amp)
         measure(fn, device, 3, 3)
@@ -175,6 +182,8 @@ def profile_seg(args, device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--archs', nargs='*', default=['t', 's', 'b', 'l'])
+    parser.add_argument('--modes', nargs='*', default=['kernels', 'compile'], choices=['kernels', 'compile'],
+                        help='fast-path modes to time beside the reference (fast_path=off)')
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument('--peers', nargs='*', default=None,
                         help='peer backbones (default all: Swin-T ConvNeXt-T ResNet-50); none if empty')
@@ -201,7 +210,8 @@ def main() -> None:
     models: Dict[str, Callable[[], nn.Module]] = {}
     for a in args.archs:
         models[f'MAViT-{a.upper()} (reference)'] = lambda a=a: MAViT(arch=a, fast_path='off')
-        models[f'MAViT-{a.upper()} (fast)'] = lambda a=a: MAViT(arch=a, fast_path='compile')
+        for mode in args.modes:
+            models[f'MAViT-{a.upper()} ({mode})'] = lambda a=a, mode=mode: MAViT(arch=a, fast_path=mode)
     peers = peer_backbones()
     for name in (list(peers) if args.peers is None else args.peers):
         models[name] = peers[name]

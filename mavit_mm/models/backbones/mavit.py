@@ -20,7 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
-from ..layers.fast_path import FAST_PATH_MODES, fast_path_enabled, run_block_fast
+from ..layers.fast_path import FAST_PATH_MODES, resolve_fast_path, run_block_compiled
 from ..layers.rotary import RotaryEmbedding2d
 from ..utils.pretrained import load_pretrained_backbone
 
@@ -84,9 +84,9 @@ class MAViTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         rope = self.RoPE(x.shape[-2:])
-        fast = fast_path_enabled(self.fast_path, x)
+        compiled = resolve_fast_path(self.fast_path, x) == 'compile'
         for block in self.blocks:
-            fn = functools.partial(run_block_fast, block) if fast else block
+            fn = functools.partial(run_block_compiled, block) if compiled else block
             if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(fn, x, rope, use_reentrant=False)
             else:
@@ -125,10 +125,11 @@ class MAViT(BaseModule):
         norm_eval (bool): Keep BN layers (SyncBN included) in eval mode while training.
             Defaults to False.
         with_cp (bool): Activation checkpointing of every block. Defaults to False.
-        fast_path (str): ``'auto'`` runs each block through ``torch.compile`` (fused Triton
-            kernels) on CUDA and the plain PyTorch reference elsewhere; ``'off'`` always the
-            reference; ``'compile'`` compiles on any device. See ``layers/fast_path.py``.
-            Defaults to ``'auto'``.
+        fast_path (str): ``'auto'`` (the fast path on CUDA, the reference elsewhere),
+            ``'kernels'`` (fused Triton MALA kernels and channels-last maps on CUDA),
+            ``'compile'`` (``'kernels'`` plus blocks through ``torch.compile``) or ``'off'`` (the
+            plain PyTorch reference). All compute the same function; see ``layers/fast_path.py``
+            and docs/benchmarks.md. Defaults to ``'auto'``.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -178,9 +179,6 @@ class MAViT(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}] (-1 freezes nothing, 0 the '
                              f'stem, k the stem and the first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
-        if fast_path not in FAST_PATH_MODES:
-            raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {fast_path!r}')
-        self.fast_path = fast_path
         self.norm_eval = norm_eval
         self.attn_types = self._parse_attn_types(attn_types, depths)
         if drop_path_rate is None:
@@ -200,7 +198,19 @@ class MAViT(BaseModule):
         self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims)
                             if out_norms else None)
         self.apply(self._init_module)
+        self.set_fast_path(fast_path)
         self._freeze_stages()
+
+    def set_fast_path(self, mode: str) -> 'MAViT':
+        """Switch between the fast path and the reference (see ``fast_path``); weights are shared."""
+        if mode not in FAST_PATH_MODES:
+            raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {mode!r}')
+        self.fast_path = mode
+        for stage in self.layers:
+            stage.fast_path = mode
+            for block in stage.blocks:
+                block.attn.use_kernels = mode != 'off'
+        return self
 
     # ------------------------------------------------------------------ argument parsing
     @classmethod
@@ -311,10 +321,17 @@ class MAViT(BaseModule):
                 f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
                 f'mean/std to as many values), or convert the images to {self.in_channels} channels '
                 f"(LoadImageFromFile color_type='color').")
+        # channels-last on the fast path: LayerNorm2d's permutes become views, the attention's
+        # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs
+        channels_last = resolve_fast_path(self.fast_path, x) != 'off'
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.layers):
             feat, x = stage(x)
             if i in self.out_indices:
-                outs.append(self.extra_norms[i](feat) if self.extra_norms is not None else feat)
+                out = self.extra_norms[i](feat) if self.extra_norms is not None else feat
+                # necks and heads may .view() their inputs: hand them the usual NCHW layout
+                outs.append(out.contiguous() if channels_last else out)
         return tuple(outs)

@@ -1,6 +1,7 @@
 """The convolutional skeleton shared by MAViT's two attentions."""
 from typing import Tuple
 
+import torch
 from torch import Tensor, nn
 
 
@@ -28,6 +29,8 @@ class ConvAttentionBase(nn.Module):
         self.qkvo = nn.Conv2d(embed_dims, embed_dims * 4, 1)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, 1, 2, groups=embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        # set by the backbone's fast_path: attend() may use fused kernels on CUDA tensors
+        self.use_kernels = False
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
         """Mix tokens: q, k, v ``(B, heads, N, head_dim)`` -> ``(B, heads, N, head_dim)``."""
@@ -45,5 +48,9 @@ class ConvAttentionBase(nn.Module):
         q, k, v, o = self.qkvo(x).chunk(4, dim=1)
         lepe = self.lepe(v)
         out = self.attend(self.split_heads(q), self.split_heads(k), self.split_heads(v), *rope)
-        out = out.transpose(-2, -1).reshape(b, c, h, w)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # keep the fast path's channels-last layout: a view for the MALA kernels' output
+            out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out = out.transpose(-2, -1).reshape(b, c, h, w)
         return self.proj((out + lepe) * o)

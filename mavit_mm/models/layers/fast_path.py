@@ -1,16 +1,20 @@
-"""The GPU fast path: each MAViT block compiled by TorchInductor into fused Triton kernels.
+"""The GPU fast path of MAViT: fused Triton kernels for MALA, channels-last maps, optionally compiled blocks.
 
-The plain PyTorch block is the reference (and the CPU path). On CUDA the same Python code is
-traced by ``torch.compile``: LayerNorm with its two permutes, the ELU / rotary / magnitude-aware
-arithmetic of MALA around its two small matmuls, GELU, layer scales and residual adds become a
-few fused Triton kernels, forward and backward (AOTAutograd), while convolutions stay cuDNN and
-softmax stages stay on SDPA's flash / memory-efficient kernels. Nothing is re-derived by hand, so
-the fast path computes exactly the reference's math; only the order of floating-point operations
-changes.
+Modes (``MAViT(fast_path=...)``), each computing the reference's function:
 
-The image size is marked dynamic on CUDA, so one compiled graph per kind of block (width, heads,
-attention type) and train/eval serves every resolution: multi-scale training does not recompile
-per image size.
+- ``'off'``: the plain PyTorch reference everywhere (also the CPU path and the tests' oracle).
+- ``'kernels'``: on CUDA, MALA runs as the hand-written Triton kernels of :mod:`.mala_triton`
+  (forward and backward, fp32 accumulation) and feature maps stay channels-last, so LayerNorm over
+  channels and the q/k/v views need no permute copies and 1x1 convolutions run as NHWC GEMMs.
+  Softmax stages use SDPA's flash kernel (as the reference). Nothing is compiled: no warm-up cost.
+- ``'compile'``: ``'kernels'`` plus every block through ``torch.compile``: Inductor fuses the
+  remaining elementwise chains (LayerNorm, GELU, rotary of the softmax stages, layer scales,
+  residual adds); the MALA kernels stay one opaque custom op. Compiling takes minutes the first
+  time. On CPU this compiles the reference (Inductor's C++ backend; used by the tests).
+- ``'auto'`` (default): :data:`AUTO_ON_CUDA` on CUDA tensors when Triton is installed, else ``'off'``.
+
+Compiled blocks: one graph per kind of block (width, heads, attention type) and mode; on CUDA the
+image size is marked dynamic, so multi-scale training does not recompile per size.
 """
 import types
 from typing import Callable, Dict, Tuple
@@ -18,7 +22,9 @@ from typing import Callable, Dict, Tuple
 import torch
 from torch import Tensor, nn
 
-FAST_PATH_MODES = ('auto', 'compile', 'off')
+FAST_PATH_MODES = ('auto', 'kernels', 'compile', 'off')
+# what 'auto' means on CUDA: the fastest mode in docs/benchmarks.md that needs no compile step
+AUTO_ON_CUDA = 'kernels'
 # graphs per compiled function: train/eval x grad mode x a dynamic re-trace; above dynamo's default 8
 _RECOMPILE_LIMIT = 64
 _compiled: Dict[Tuple, Callable] = {}
@@ -36,17 +42,33 @@ def triton_available() -> bool:
         return False
 
 
-def fast_path_enabled(mode: str, x: Tensor) -> bool:
-    """Whether to run the compiled block for input ``x`` under ``mode`` (see :data:`FAST_PATH_MODES`).
-
-    ``'auto'``: on CUDA tensors when Triton is installed and we are not already inside a
-    ``torch.compile`` of a larger model (which then fuses the blocks itself).
-    """
-    if mode == 'off' or torch.compiler.is_compiling():
-        return False
-    if mode == 'compile':
-        return True
+def kernels_can_run(x: Tensor) -> bool:
+    """Whether Triton kernels can run on ``x``'s device (a CUDA GPU with Triton installed). The
+    tests replace this to run the kernels on CPU through Triton's interpreter."""
     return x.is_cuda and triton_available()
+
+
+def resolve_fast_path(mode: str, x: Tensor) -> str:
+    """What ``mode`` (one of :data:`FAST_PATH_MODES`) does for input ``x``: ``'off'``, ``'kernels'``
+    or ``'compile'``. Inside a ``torch.compile`` of a larger model the blocks are not compiled again
+    (the outer graph fuses them); the kernels still apply."""
+    if mode not in FAST_PATH_MODES:
+        raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {mode!r}')
+    gpu = kernels_can_run(x)
+    if mode == 'off' or (mode in ('auto', 'kernels') and not gpu):
+        return 'off'
+    if torch.compiler.is_compiling():
+        return 'kernels' if gpu else 'off'
+    return AUTO_ON_CUDA if mode == 'auto' else mode
+
+
+def mala_kernels_usable(q: Tensor) -> bool:
+    """Whether the Triton MALA kernels can run on ``q`` ``(B, heads, N, head_dim)``: a CUDA tensor,
+    Triton installed, a power-of-2 head_dim of 16..128."""
+    if not kernels_can_run(q):
+        return False
+    d = q.shape[-1]
+    return q.dim() == 4 and 16 <= d <= 128 and d & (d - 1) == 0
 
 
 def compiled_block_forward(block: nn.Module, device_type: str) -> Callable[..., Tensor]:
@@ -69,7 +91,7 @@ def compiled_block_forward(block: nn.Module, device_type: str) -> Callable[..., 
     return _compiled[key]
 
 
-def run_block_fast(block: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor]) -> Tensor:
+def run_block_compiled(block: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor]) -> Tensor:
     """``block(x, rope)`` through its compiled graph; on CUDA the spatial size is marked dynamic."""
     sin, cos = rope
     if x.is_cuda:

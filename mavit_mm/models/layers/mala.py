@@ -18,6 +18,7 @@ from torch import Tensor
 
 from mavit_mm.registry import MODELS
 from .attention_base import ConvAttentionBase
+from .fast_path import mala_kernels_usable
 from .rotary import apply_rotary
 
 EPS = 1e-6
@@ -64,4 +65,7 @@ class MALAttention(ConvAttentionBase):
     """
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
+        if self.use_kernels and mala_kernels_usable(q):
+            from .mala_triton import mala_attention_triton  # imports Triton: only on this path
+            return mala_attention_triton(q, k, v, sin, cos, self.scale)
         return mala_attention(q, k, v, sin, cos, self.scale)

@@ -231,13 +231,6 @@ def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk
 
 # ---------------------------------------------------------------------------------------------
 # launchers
-def supported(q: Tensor) -> bool:
-    """Whether the kernels take ``q``'s ``(B, heads, N, head_dim)`` shape: a power-of-2 head_dim of
-    16..128 (``tl.dot`` tiles)."""
-    d = q.shape[-1]
-    return q.dim() == 4 and 16 <= d <= 128 and d & (d - 1) == 0
-
-
 def empty_like_heads(x: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """An empty ``(B, heads, N, D)`` tensor stored in ``x``'s order: ``(B, heads, D, N)`` when x is
     token-contiguous (a view of an NCHW map), else ``(B, N, heads, D)`` (channels-last). Either way

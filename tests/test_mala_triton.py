@@ -1,0 +1,135 @@
+"""The fused Triton MALA kernels against the plain PyTorch reference (itself checked against the
+paper's explicit N x N form in test_attention.py).
+
+On a GPU these run on CUDA. On CPU they run through Triton's interpreter: ``TRITON_INTERPRET=1``
+must be set before Triton compiles anything, so test_fast_path.py runs this file in a subprocess
+with it (CI); collected plainly on a CPU machine they skip.
+"""
+import copy
+import os
+
+import pytest
+import torch
+
+triton = pytest.importorskip('triton')
+
+INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
+CUDA = torch.cuda.is_available()
+pytestmark = pytest.mark.skipif(not (CUDA or INTERPRET),
+                                reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')
+DEVICE = 'cuda' if CUDA and not INTERPRET else 'cpu'
+
+from mavit_mm import MAViT  # noqa: E402
+from mavit_mm.models.layers import fast_path  # noqa: E402
+from mavit_mm.models.layers.mala import mala_attention  # noqa: E402
+from mavit_mm.models.layers.rotary import RotaryEmbedding2d  # noqa: E402
+from test_backbone import randomize_  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def kernels_on_cpu(monkeypatch):
+    """Under the interpreter, let the backbone route MALA to the kernels on CPU tensors too."""
+    if INTERPRET:
+        monkeypatch.setattr(fast_path, 'kernels_can_run', lambda x: True)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def qkv_views(b, heads, h, w, d, channels_last, dtype=torch.float32, scale=1.0):
+    """q, k, v as the attention block makes them: head views of one (B, 4C, H, W) conv output."""
+    c = heads * d
+    x = scale * torch.randn(b, 4 * c, h, w, device=DEVICE, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    views = [t.reshape(b, heads, d, h * w).transpose(-2, -1) for t in x.chunk(4, dim=1)[:3]]
+    return x, views
+
+
+def run(fn, x, views, sin, cos, grad):
+    out = fn(*views, sin, cos, views[0].shape[-1] ** -0.5)
+    (gx, ) = torch.autograd.grad(out, x, grad)
+    return out, gx
+
+
+@pytest.mark.parametrize('shape', [(2, 1, 5, 7, 64), (1, 2, 9, 11, 32), (2, 3, 4, 4, 16), (1, 2, 17, 13, 64)],
+                         ids=lambda s: 'x'.join(map(str, s)))
+@pytest.mark.parametrize('channels_last', [False, True], ids=['nchw', 'channels_last'])
+@pytest.mark.parametrize('rope', [True, False], ids=['rope', 'no_rope'])
+def test_kernels_match_reference_fp32(shape, channels_last, rope):
+    from mavit_mm.models.layers.mala_triton import mala_attention_triton
+    b, heads, h, w, d = shape
+    x, views = qkv_views(b, heads, h, w, d, channels_last)
+    sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(heads * d, heads)((h, w))) if rope else (None, None)
+    grad = torch.randn(b, heads, h * w, d, device=DEVICE)
+    out_r, gx_r = run(mala_attention, x, views, sin, cos, grad)
+    out_k, gx_k = run(mala_attention_triton, x, views, sin, cos, grad)
+    assert out_k.shape == out_r.shape and out_k.dtype == out_r.dtype
+    assert rel(out_k, out_r) < 1e-5
+    assert rel(gx_k, gx_r) < 1e-5  # dq, dk, dv (do stays zero)
+    # the output keeps the input's layout, so the block's reshape back to (B, C, H, W) is a view
+    assert out_k.stride(-2 if not channels_last else -1) == 1
+
+
+def test_kernels_loop_over_chunks(monkeypatch):
+    """Few programs, so each reduction program walks many token blocks and a ragged tail."""
+    from mavit_mm.models.layers import mala_triton
+    monkeypatch.setattr(mala_triton, '_TARGET_PROGRAMS', 2)
+    x, views = qkv_views(1, 2, 19, 23, 32, channels_last=False)
+    sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(64, 2)((19, 23)))
+    grad = torch.randn(1, 2, 19 * 23, 32, device=DEVICE)
+    assert mala_triton._chunks(2, 19 * 23)[1] > mala_triton.BLOCK_N
+    out_r, gx_r = run(mala_attention, x, views, sin, cos, grad)
+    out_k, gx_k = run(mala_triton.mala_attention_triton, x, views, sin, cos, grad)
+    assert rel(out_k, out_r) < 1e-5 and rel(gx_k, gx_r) < 1e-5
+
+
+def test_custom_op_registration():
+    """torch.library's own checks of the op: fake (meta) shapes and strides, autograd, schema."""
+    from mavit_mm.models.layers import mala_triton
+    _, views = qkv_views(1, 2, 6, 5, 32, channels_last=True)
+    q, k, v = (t.detach().requires_grad_(True) for t in views)
+    sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(64, 2)((6, 5)))
+    torch.library.opcheck(mala_triton._mala_fwd_op, (q, k, v, sin, cos, 32 ** -0.5),
+                          test_utils=('test_schema', 'test_autograd_registration', 'test_faketensor'))
+
+
+@pytest.mark.skipif(INTERPRET, reason='half precision needs the GPU (the interpreter computes in numpy)')
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
+@pytest.mark.parametrize('scale', [1e-3, 1.0, 30.0])
+def test_kernels_half_precision_inputs(dtype, scale):
+    """bf16/fp16 inputs over magnitudes: finite, and within 1e-2 of the fp32 reference on the same
+    (rounded) inputs; 65k tokens, where half-precision sums would overflow."""
+    from mavit_mm.models.layers.mala_triton import mala_attention_triton
+    x, views = qkv_views(1, 1, 128, 512, 64, channels_last=True, dtype=dtype, scale=scale)
+    sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(64, 1)((128, 512)))
+    grad = torch.randn(1, 1, 128 * 512, 64, device=DEVICE, dtype=dtype)
+    out_k, gx_k = run(mala_attention_triton, x, views, sin, cos, grad)
+    x32, views32 = x.detach().float().requires_grad_(True), None
+    views32 = [t.reshape(1, 1, 64, -1).transpose(-2, -1) for t in x32.chunk(4, dim=1)[:3]]
+    out_r, gx_r = run(mala_attention, x32, views32, sin, cos, grad.float())
+    assert out_k.dtype == dtype and torch.isfinite(out_k).all() and torch.isfinite(gx_k).all()
+    assert rel(out_k, out_r) < 1e-2 and rel(gx_k, gx_r) < 1e-2
+
+
+def test_backbone_kernels_mode_matches_reference():
+    """A whole (small) MAViT with fast_path='kernels' (Triton MALA, channels-last maps) against
+    'off': outputs and input gradient in fp32, train mode."""
+    arch = dict(embed_dims=[64, 64, 64, 64], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 2])
+    ref = randomize_(MAViT(arch, fast_path='off')).to(DEVICE).train()
+    fast = copy.deepcopy(ref).set_fast_path('kernels')
+    x = torch.randn(2, 3, 75, 53, device=DEVICE)
+    results = []
+    for model in (ref, fast):
+        xx = x.clone().requires_grad_(True)
+        outs = model(xx)
+        weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i)).to(DEVICE)
+                   for i, o in enumerate(outs)]
+        (gx, ) = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), xx)
+        results.append((outs, gx))
+    (outs_r, gx_r), (outs_f, gx_f) = results
+    assert all(o.is_contiguous() for o in outs_f)  # NCHW again for necks and heads
+    assert max(rel(a, b) for a, b in zip(outs_f, outs_r)) < 1e-4
+    assert rel(gx_f, gx_r) < 1e-4

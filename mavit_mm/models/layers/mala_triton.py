@@ -14,9 +14,9 @@ operands once in their storage dtype (bf16 / fp16 / fp32, any strides: the q/k/v
 half precision never overflows in the long sums; nothing of size ``N`` is saved for backward
 beyond q, k, v themselves.
 
-The rotation acts on channel pairs ``(2t, 2t+1)``: ``R(x)[c] = x[c] cos[c] + sign[c] x[c ^ 1] sin[c]``
-with ``sign = -1`` on even channels; the partner channel ``c ^ 1`` is read from memory a second
-time (a cache hit) instead of shuffling registers.
+The rotation acts on channel pairs ``(2t, 2t+1)``: ``R(x) = x cos + P(x) sin`` with
+``P(x0, x1) = (-x1, x0)`` done in registers (reshape / split / join); its transpose is
+``R^T(y) = y cos - P(y sin)``.
 
 The entry point :func:`mala_attention_triton` is a ``torch.library`` custom op with its autograd
 registered, so ``torch.compile`` treats it as one opaque node.
@@ -48,9 +48,22 @@ def _load_tile(base, offs_n, offs_d, stride_n, stride_d, mask):
 
 
 @triton.jit
-def _rotate(x, x_partner, sin, cos, sign):
-    """R(x) on a ``(BLOCK_N, D)`` tile, ``x_partner[:, c] = x[:, c ^ 1]``."""
-    return x * cos + sign[None, :] * x_partner * sin
+def _pairs(x, BLOCK: tl.constexpr, D: tl.constexpr):
+    """``P(x)``: every channel pair ``(x0, x1)`` of a ``(BLOCK, D)`` tile becomes ``(-x1, x0)``."""
+    x0, x1 = tl.split(tl.reshape(x, (BLOCK, D // 2, 2)))
+    return tl.reshape(tl.join(-x1, x0), (BLOCK, D))
+
+
+@triton.jit
+def _rotate(x, sin, cos, BLOCK: tl.constexpr, D: tl.constexpr):
+    """``R(x) = x cos + P(x) sin`` on a ``(BLOCK, D)`` tile."""
+    return x * cos + _pairs(x, BLOCK, D) * sin
+
+
+@triton.jit
+def _rotate_t(y, sin, cos, BLOCK: tl.constexpr, D: tl.constexpr):
+    """The transpose of :func:`_rotate`: ``R^T(y) = y cos - P(y sin)``."""
+    return y * cos - _pairs(y * sin, BLOCK, D)
 
 
 @triton.jit
@@ -63,8 +76,6 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
     b = bh // H
     h = bh % H
     offs_d = tl.arange(0, D)
-    partner = offs_d ^ 1
-    sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
     kv = tl.zeros((D, D), dtype=tl.float32)
@@ -77,10 +88,9 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
         pk = tl.where(mask, _phi(_load_tile(k_base, offs_n, offs_d, skn, skd, mask)), 0.0)
         v = _load_tile(v_base, offs_n, offs_d, svn, svd, mask)
         if ROPE:
-            pk_p = _phi(_load_tile(k_base, offs_n, partner, skn, skd, mask))
             sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
             cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
-            rk = _rotate(pk, pk_p, sin, cos, sign)  # masked rows: sin = cos = 0
+            rk = _rotate(pk, sin, cos, BLOCK, D)
         else:
             rk = pk
         kv += tl.dot(tl.trans(rk), v, input_precision=PREC)
@@ -111,11 +121,8 @@ def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N,
     kv = tl.load(kv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
     z = scale * tl.sum(pq * km[None, :], axis=1)
     if ROPE:
-        partner = offs_d ^ 1
-        sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
-        pq_p = _phi(_load_tile(q_base, offs_n, partner, sqn, sqd, mask))
-        rq = _rotate(pq, pq_p, _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask),
-                     _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask), sign)
+        rq = _rotate(pq, _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask),
+                     _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask), BLOCK, D)
     else:
         rq = pq
     out = tl.dot(rq, kv, input_precision=PREC) * (1.0 + 1.0 / (z + EPS))[:, None] - z[:, None] * vm[None, :]
@@ -136,8 +143,6 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
     b = bh // H
     h = bh % H
     offs_d = tl.arange(0, D)
-    partner = offs_d ^ 1
-    sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
     q_base = q_ptr + b * sqb + h * sqh
     g_base = g_ptr + b * sgb + h * sgh
     dq_base = dq_ptr + b * sdb + h * sdh
@@ -158,21 +163,16 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
         if ROPE:
             sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
             cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
-            rq = _rotate(pq, _phi(_load_tile(q_base, offs_n, partner, sqn, sqd, mask)), sin, cos, sign)
+            rq = _rotate(pq, sin, cos, BLOCK, D)
         else:
             rq = pq
         inv = 1.0 / (z + EPS)
         a = 1.0 + inv
         u = tl.dot(rq, kv, input_precision=PREC)
         dz = -tl.sum(g * u, axis=1) * inv * inv - tl.sum(g * vm[None, :], axis=1)
-        # dL/dR(q) = a g kv^T; the transposed rotation needs it at the partner channel too, which is
-        # g times kv with its rows paired-swapped: kv[c ^ 1, :]
-        drq = a[:, None] * tl.dot(g, tl.trans(kv), input_precision=PREC)
+        drq = a[:, None] * tl.dot(g, tl.trans(kv), input_precision=PREC)  # dL/dR(q)
         if ROPE:
-            kv_p = tl.load(kv_ptr + bh * D * D + partner[:, None] * D + offs_d[None, :])
-            drq_p = a[:, None] * tl.dot(g, tl.trans(kv_p), input_precision=PREC)
-            sin_p = _load_tile(sin_ptr, offs_n, partner, D, 1, mask)
-            dpq = drq * cos - sign[None, :] * drq_p * sin_p
+            dpq = _rotate_t(drq, sin, cos, BLOCK, D)
         else:
             dpq = drq
         dpq += (dz * scale)[:, None] * km[None, :]
@@ -210,14 +210,10 @@ def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk
     pk = _phi(k)
     drk = kv_scale * tl.dot(v, tl.trans(dkv), input_precision=PREC)
     if ROPE:
-        partner = offs_d ^ 1
-        sign = tl.where(offs_d % 2 == 0, -1.0, 1.0)
         sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
         cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
-        rk = _rotate(pk, _phi(_load_tile(k_base, offs_n, partner, skn, skd, mask)), sin, cos, sign)
-        dkv_p = tl.load(dkv_ptr + bh * D * D + partner[:, None] * D + offs_d[None, :])
-        drk_p = kv_scale * tl.dot(v, tl.trans(dkv_p), input_precision=PREC)
-        dpk = drk * cos - sign[None, :] * drk_p * _load_tile(sin_ptr, offs_n, partner, D, 1, mask)
+        rk = _rotate(pk, sin, cos, BLOCK, D)
+        dpk = _rotate_t(drk, sin, cos, BLOCK, D)
     else:
         rk = pk
         dpk = drk

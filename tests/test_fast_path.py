@@ -136,3 +136,35 @@ def test_fast_path_serves_every_resolution_without_recompiling_per_size():
         for size in [(288, 352), (320, 416), (352, 480)]:
             fast(torch.randn(1, 3, *size, device='cuda'))
     assert dynamo_utils.counters['stats']['unique_graphs'] <= 4  # at most a dynamic re-trace per stage
+
+
+def test_cuda_graphs_are_a_no_op_on_cpu():
+    model = randomize_(MAViT(arch='t', cuda_graphs=True)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = model(x)
+        ref = model.set_fast_path('off')(x)
+    assert all(torch.equal(a, b) for a, b in zip(outs, ref))
+
+
+@needs_cuda
+def test_cuda_graphs_replay_fresh_results_per_input_and_shape():
+    """Eval forwards replayed from CUDA graphs equal eager forwards, for new inputs of a captured
+    shape (not stale outputs), a second shape, and under bf16 autocast; training stays eager."""
+    from mavit_mm.models.layers import cuda_graphs
+    eager = randomize_(MAViT(arch='t', fast_path='kernels')).cuda().eval()
+    graphed = copy.deepcopy(eager)
+    graphed.cuda_graphs = True
+    with torch.no_grad():
+        for shape in [(1, 3, 128, 256), (1, 3, 128, 256), (2, 3, 96, 160)]:
+            x = torch.randn(*shape, device='cuda')
+            for a, b in zip(graphed(x), eager(x)):
+                assert rel_err(a, b) < 1e-5
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            x = torch.randn(1, 3, 128, 256, device='cuda')
+            for a, b in zip(graphed(x), eager(x)):
+                assert rel_err(a.float(), b.float()) < 1e-2
+    assert len(cuda_graphs._CACHES[graphed]) == 3  # two shapes in fp32, one under autocast
+    graphed.train()
+    outs = graphed(torch.randn(2, 3, 64, 64, device='cuda', requires_grad=True))
+    assert outs[0].requires_grad and len(cuda_graphs._CACHES[graphed]) == 3

@@ -10,7 +10,8 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step)
   seg    512x2048, batch 1, eval forward
   train  2 x 800x1344, forward + backward (loss = sum of the four outputs' means), train mode
 Models: MAViT-{T,S,B,L} with fast_path='off' (reference) and each of --modes ('kernels': Triton
-MALA + channels-last; 'compile': that plus torch.compile'd blocks, minutes of compiling first), and
+MALA + channels-last; 'graphs': that with cuda_graphs=True, eval only; 'compile': kernels plus
+torch.compile'd blocks, minutes of compiling first), and
 Swin-T, ConvNeXt-T, ResNet-50 from the installed mmpretrain. Median of --repeats after --warmup,
 images/s, peak memory after warm-up; ratios against the same arch's reference path. --sweep
 times one stage-1 attention layer (MALA vs softmax through SDPA) from 256^2 to 2048^2 images.
@@ -72,6 +73,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     x = torch.randn(batch, 3, h, w, device=device)
     rows = []
     for label, make in models.items():
+        if train and label.endswith('(graphs)'):
+            continue  # CUDA graphs serve inference only
         model = make().to(device)
         model.train(train)  # some mmpretrain backbones' train() returns None
         try:
@@ -162,7 +165,8 @@ def profile_seg(args, device) -> None:
     x = torch.randn(1, 3, *args.profile_shape, device=device)
     lines = []
     for mode in ['off'] + args.modes:
-        model = MAViT(arch='t', fast_path=mode).to(device).eval()
+        model = MAViT(arch='t', fast_path='kernels' if mode == 'graphs' else mode,
+                      cuda_graphs=mode == 'graphs').to(device).eval()
         fn = step_fn(model, x, False, args.amp)
         measure(fn, device, 3, 3)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -182,8 +186,10 @@ def profile_seg(args, device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--archs', nargs='*', default=['t', 's', 'b', 'l'])
-    parser.add_argument('--modes', nargs='*', default=['kernels', 'compile'], choices=['kernels', 'compile'],
-                        help='fast-path modes to time beside the reference (fast_path=off)')
+    parser.add_argument('--modes', nargs='*', default=['kernels', 'graphs', 'compile'],
+                        choices=['kernels', 'graphs', 'compile'],
+                        help="fast-path modes to time beside the reference (fast_path='off'); graphs: "
+                        "'kernels' with cuda_graphs=True (eval settings only)")
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument('--peers', nargs='*', default=None,
                         help='peer backbones (default all: Swin-T ConvNeXt-T ResNet-50); none if empty')
@@ -211,7 +217,8 @@ def main() -> None:
     for a in args.archs:
         models[f'MAViT-{a.upper()} (reference)'] = lambda a=a: MAViT(arch=a, fast_path='off')
         for mode in args.modes:
-            models[f'MAViT-{a.upper()} ({mode})'] = lambda a=a, mode=mode: MAViT(arch=a, fast_path=mode)
+            models[f'MAViT-{a.upper()} ({mode})'] = lambda a=a, mode=mode: MAViT(
+                arch=a, fast_path='kernels' if mode == 'graphs' else mode, cuda_graphs=mode == 'graphs')
     peers = peer_backbones()
     for name in (list(peers) if args.peers is None else args.peers):
         models[name] = peers[name]

@@ -20,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
+from ..layers.cuda_graphs import graphs_applicable, run_graphed
 from ..layers.fast_path import FAST_PATH_MODES, resolve_fast_path, run_block_compiled
 from ..layers.rotary import RotaryEmbedding2d
 from ..utils.pretrained import load_pretrained_backbone
@@ -130,6 +131,10 @@ class MAViT(BaseModule):
             ``'compile'`` (``'kernels'`` plus blocks through ``torch.compile``) or ``'off'`` (the
             plain PyTorch reference). All compute the same function; see ``layers/fast_path.py``
             and docs/benchmarks.md. Defaults to ``'auto'``.
+        cuda_graphs (bool): With the fast path on, replay no-grad eval forwards from CUDA graphs
+            captured per input shape (up to 8 kept): removes the launch overhead that bounds small
+            batches. For fixed-size inference (sliding-window crops); training is unaffected.
+            Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -163,6 +168,7 @@ class MAViT(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  fast_path: str = 'auto',
+                 cuda_graphs: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -180,6 +186,7 @@ class MAViT(BaseModule):
                              f'stem, k the stem and the first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.cuda_graphs = cuda_graphs
         self.attn_types = self._parse_attn_types(attn_types, depths)
         if drop_path_rate is None:
             drop_path_rate = self.arch_settings.get('drop_path_rate', 0.0)
@@ -321,6 +328,12 @@ class MAViT(BaseModule):
                 f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
                 f'mean/std to as many values), or convert the images to {self.in_channels} channels '
                 f"(LoadImageFromFile color_type='color').")
+        fast = resolve_fast_path(self.fast_path, x) != 'off'
+        if fast and self.cuda_graphs and graphs_applicable(self, x):
+            return run_graphed(self, self._forward, x)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         # channels-last on the fast path: LayerNorm2d's permutes become views, the attention's
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs
         channels_last = resolve_fast_path(self.fast_path, x) != 'off'

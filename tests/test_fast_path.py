@@ -42,7 +42,8 @@ def grad_err(fast: dict, ref: dict) -> float:
 
 
 def pair(arch: str, device: str, mode: str = 'compile', **kwargs):
-    ref = randomize_(MAViT(arch=arch, fast_path='off', **kwargs)).to(device)
+    # no stochastic depth: both paths must see the same function in train mode
+    ref = randomize_(MAViT(arch=arch, fast_path='off', drop_path_rate=0.0, **kwargs)).to(device)
     return ref, copy.deepcopy(ref).set_fast_path(mode)
 
 

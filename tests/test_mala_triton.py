@@ -54,7 +54,8 @@ def run(fn, x, views, sin, cos, grad):
     return out, gx
 
 
-@pytest.mark.parametrize('shape', [(2, 1, 5, 7, 64), (1, 2, 9, 11, 32), (2, 3, 4, 4, 16), (1, 2, 17, 13, 64)],
+@pytest.mark.parametrize('shape', [(2, 1, 5, 7, 64), (1, 2, 9, 11, 32), (2, 3, 4, 4, 16), (1, 2, 17, 13, 96),
+                                   (1, 1, 6, 6, 8)],
                          ids=lambda s: 'x'.join(map(str, s)))
 @pytest.mark.parametrize('channels_last', [False, True], ids=['nchw', 'channels_last'])
 @pytest.mark.parametrize('rope', [True, False], ids=['rope', 'no_rope'])
@@ -120,7 +121,8 @@ def test_backbone_kernels_mode_matches_reference():
     # exact fp32 convolutions: TF32 would differ between the NCHW and channels-last algorithms (8e-4)
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    arch = dict(embed_dims=[64, 64, 64, 64], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 2])
+    # head_dim 64 and 96 (MAViT-B/L's MALA stages, 128-wide tiles with masked channels)
+    arch = dict(embed_dims=[64, 192, 64, 64], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 2])
     ref = randomize_(MAViT(arch, fast_path='off')).to(DEVICE).train()
     fast = copy.deepcopy(ref).set_fast_path('kernels')
     x = torch.randn(2, 3, 75, 53, device=DEVICE)

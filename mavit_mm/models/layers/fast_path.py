@@ -63,12 +63,9 @@ def resolve_fast_path(mode: str, x: Tensor) -> str:
 
 
 def mala_kernels_usable(q: Tensor) -> bool:
-    """Whether the Triton MALA kernels can run on ``q`` ``(B, heads, N, head_dim)``: a CUDA tensor,
-    Triton installed, a power-of-2 head_dim of 16..128."""
-    if not kernels_can_run(q):
-        return False
-    d = q.shape[-1]
-    return q.dim() == 4 and 16 <= d <= 128 and d & (d - 1) == 0
+    """Whether the Triton MALA kernels can run on ``q`` ``(B, heads, N, head_dim)``: a tensor on a
+    CUDA device with Triton, an even head_dim (rotation pairs) of at most 128."""
+    return kernels_can_run(q) and q.dim() == 4 and q.shape[-1] % 2 == 0 and q.shape[-1] <= 128
 
 
 def compiled_block_forward(block: nn.Module, device_type: str) -> Callable[..., Tensor]:

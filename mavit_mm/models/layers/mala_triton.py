@@ -69,7 +69,8 @@ def _rotate_t(y, sin, cos, BLOCK: tl.constexpr, D: tl.constexpr):
 @triton.jit
 def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, H, chunk,
                      skb, skh, skn, skd, svb, svh, svn, svd,
-                     D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr):
+                     D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                     PREC: tl.constexpr):
     """Partial sums over ``chunk`` tokens: ``R(k)^T v`` (D x D), ``sum phi(k)``, ``sum v``."""
     bh = tl.program_id(0)
     s = tl.program_id(1)
@@ -84,12 +85,12 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
     start = s * chunk
     for n0 in range(start, start + chunk, BLOCK):
         offs_n = n0 + tl.arange(0, BLOCK)
-        mask = (offs_n < N)[:, None]
+        mask = (offs_n < N)[:, None] & (offs_d < HD)[None, :]
         pk = tl.where(mask, _phi(_load_tile(k_base, offs_n, offs_d, skn, skd, mask)), 0.0)
         v = _load_tile(v_base, offs_n, offs_d, svn, svd, mask)
         if ROPE:
-            sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
-            cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
+            sin = _load_tile(sin_ptr, offs_n, offs_d, HD, 1, mask)
+            cos = _load_tile(cos_ptr, offs_n, offs_d, HD, 1, mask)
             rk = _rotate(pk, sin, cos, BLOCK, D)
         else:
             rk = pk
@@ -105,7 +106,8 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
 @triton.jit
 def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N, H, scale,
                     sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                    D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr,
+                    D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                     PREC: tl.constexpr,
                     EPS: tl.constexpr):
     """``out = (1 + 1 / (z + eps)) R(q) kv - z vm`` for one block of queries."""
     bh = tl.program_id(0)
@@ -113,16 +115,16 @@ def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N,
     h = bh % H
     offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, D)
-    mask = (offs_n < N)[:, None]
+    mask = (offs_n < N)[:, None] & (offs_d < HD)[None, :]
     q_base = q_ptr + b * sqb + h * sqh
-    pq = _phi(_load_tile(q_base, offs_n, offs_d, sqn, sqd, mask))
+    pq = tl.where(mask, _phi(_load_tile(q_base, offs_n, offs_d, sqn, sqd, mask)), 0.0)
     km = tl.load(km_ptr + bh * D + offs_d)
     vm = tl.load(vm_ptr + bh * D + offs_d)
     kv = tl.load(kv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
     z = scale * tl.sum(pq * km[None, :], axis=1)
     if ROPE:
-        rq = _rotate(pq, _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask),
-                     _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask), BLOCK, D)
+        rq = _rotate(pq, _load_tile(sin_ptr, offs_n, offs_d, HD, 1, mask),
+                     _load_tile(cos_ptr, offs_n, offs_d, HD, 1, mask), BLOCK, D)
     else:
         rq = pq
     out = tl.dot(rq, kv, input_precision=PREC) * (1.0 + 1.0 / (z + EPS))[:, None] - z[:, None] * vm[None, :]
@@ -135,7 +137,8 @@ def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N,
 def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq_ptr,
                       dkv_ptr, dkm_ptr, dvm_ptr, N, H, chunk, scale,
                       sqb, sqh, sqn, sqd, sgb, sgh, sgn, sgd, sdb, sdh, sdn, sdd,
-                      D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr,
+                      D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                     PREC: tl.constexpr,
                       EPS: tl.constexpr):
     """Writes ``dq``; partial sums of ``dL/dkv``, ``dL/dkm`` and ``dL/dvm`` over ``chunk`` queries."""
     bh = tl.program_id(0)
@@ -155,14 +158,14 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
     start = s * chunk
     for n0 in range(start, start + chunk, BLOCK):
         offs_n = n0 + tl.arange(0, BLOCK)
-        mask = (offs_n < N)[:, None]
+        mask = (offs_n < N)[:, None] & (offs_d < HD)[None, :]
         q = _load_tile(q_base, offs_n, offs_d, sqn, sqd, mask)
-        g = _load_tile(g_base, offs_n, offs_d, sgn, sgd, mask)  # 0 on masked rows: they add nothing
-        pq = _phi(q)
+        g = _load_tile(g_base, offs_n, offs_d, sgn, sgd, mask)  # 0 where masked: adds nothing
+        pq = tl.where(mask, _phi(q), 0.0)
         z = scale * tl.sum(pq * km[None, :], axis=1)
         if ROPE:
-            sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
-            cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
+            sin = _load_tile(sin_ptr, offs_n, offs_d, HD, 1, mask)
+            cos = _load_tile(cos_ptr, offs_n, offs_d, HD, 1, mask)
             rq = _rotate(pq, sin, cos, BLOCK, D)
         else:
             rq = pq
@@ -193,25 +196,26 @@ def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk
                    N, H, kv_scale,
                    skb, skh, skn, skd, svb, svh, svn, svd,
                    sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
-                   D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr):
+                   D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                     PREC: tl.constexpr):
     """``dk`` and ``dv`` of one block of keys from the reduced ``dkv``, ``dkm / N``, ``dvm / N``."""
     bh = tl.program_id(0)
     b = bh // H
     h = bh % H
     offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, D)
-    mask = (offs_n < N)[:, None]
+    mask = (offs_n < N)[:, None] & (offs_d < HD)[None, :]
     k_base = k_ptr + b * skb + h * skh
     k = _load_tile(k_base, offs_n, offs_d, skn, skd, mask)
     v = _load_tile(v_ptr + b * svb + h * svh, offs_n, offs_d, svn, svd, mask)
     dkm = tl.load(dkm_ptr + bh * D + offs_d)
     dvm = tl.load(dvm_ptr + bh * D + offs_d)
     dkv = tl.load(dkv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
-    pk = _phi(k)
+    pk = tl.where(mask, _phi(k), 0.0)
     drk = kv_scale * tl.dot(v, tl.trans(dkv), input_precision=PREC)
     if ROPE:
-        sin = _load_tile(sin_ptr, offs_n, offs_d, D, 1, mask)
-        cos = _load_tile(cos_ptr, offs_n, offs_d, D, 1, mask)
+        sin = _load_tile(sin_ptr, offs_n, offs_d, HD, 1, mask)
+        cos = _load_tile(cos_ptr, offs_n, offs_d, HD, 1, mask)
         rk = _rotate(pk, sin, cos, BLOCK, D)
         dpk = _rotate_t(drk, sin, cos, BLOCK, D)
     else:
@@ -243,6 +247,12 @@ def _precision(x: Tensor) -> str:
     return 'ieee' if x.dtype == torch.float32 or x.device.type != 'cuda' else 'tf32'
 
 
+def _tile_width(head_dim: int) -> int:
+    """Channels per tile: head_dim padded to a power of 2 (tl.arange), at least 16 (tl.dot); MAViT-B/L's
+    head_dim 96 runs in 128-wide tiles with the extra channels masked."""
+    return max(16, triton.next_power_of_2(head_dim))
+
+
 def _chunks(bh: int, n: int) -> Tuple[int, int]:
     """(programs per (batch, head), tokens per program) of a reduction pass."""
     blocks = triton.cdiv(n, BLOCK_N)
@@ -260,24 +270,26 @@ def _rope_args(q: Tensor, sin: Optional[Tensor], cos: Optional[Tensor]) -> Tuple
 def mala_forward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
                  scale: float) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """Forward of MALA. Returns ``out`` (v's dtype, q's layout) and, for the backward, ``kv``
-    (``(B*heads, D, D)``, scaled by ``s / N``), ``km`` and ``vm`` (``(B*heads, D)``), all fp32."""
+    (``(B*heads, T, T)``, scaled by ``s / N``), ``km`` and ``vm`` (``(B*heads, T)``), all fp32, with
+    ``T`` the tile width (head_dim padded to a power of 2; the padding is zero)."""
     b, h, n, d = q.shape
+    dp = _tile_width(d)
     sin, cos, rope = _rope_args(q, sin, cos)
     prec = _precision(v)
     splits, chunk = _chunks(b * h, n)
     f32 = dict(dtype=torch.float32, device=q.device)
-    kv = torch.empty(b * h, splits, d, d, **f32)
-    ks = torch.empty(b * h, splits, d, **f32)
-    vs = torch.empty(b * h, splits, d, **f32)
+    kv = torch.empty(b * h, splits, dp, dp, **f32)
+    ks = torch.empty(b * h, splits, dp, **f32)
+    vs = torch.empty(b * h, splits, dp, **f32)
     _mala_fwd_reduce[(b * h, splits)](k, v, sin, cos, kv, ks, vs, n, h, chunk, *k.stride(), *v.stride(),
-                                      D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=4)
+                                      D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=4)
     kv = kv.sum(1).mul_(scale / n)
     km = ks.sum(1).div_(n)
     vm = vs.sum(1).div_(n)
     out = empty_like_heads(q, v.dtype)
     _mala_fwd_apply[(b * h, triton.cdiv(n, BLOCK_N))](
         q, sin, cos, kv, km, vm, out, n, h, scale, *q.stride(), *out.stride(),
-        D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=4)
+        D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=4)
     return out, kv, km, vm
 
 
@@ -286,18 +298,19 @@ def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: O
                   scale: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv)`` of MALA's output, each in its input's dtype and layout."""
     b, h, n, d = q.shape
+    dp = _tile_width(d)
     sin, cos, rope = _rope_args(q, sin, cos)
     prec = _precision(v)
     splits, chunk = _chunks(b * h, n)
     f32 = dict(dtype=torch.float32, device=q.device)
-    dkv = torch.empty(b * h, splits, d, d, **f32)
-    dkm = torch.empty(b * h, splits, d, **f32)
-    dvm = torch.empty(b * h, splits, d, **f32)
+    dkv = torch.empty(b * h, splits, dp, dp, **f32)
+    dkm = torch.empty(b * h, splits, dp, **f32)
+    dvm = torch.empty(b * h, splits, dp, **f32)
     dq = empty_like_heads(q)
     _mala_bwd_queries[(b * h, splits)](
         q, grad_out, sin, cos, kv, km, vm, dq, dkv, dkm, dvm, n, h, chunk, scale,
         *q.stride(), *grad_out.stride(), *dq.stride(),
-        D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=8)
+        D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=8)
     dkv = dkv.sum(1)
     dkm = dkm.sum(1).div_(n)
     dvm = dvm.sum(1).div_(n)
@@ -306,7 +319,7 @@ def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: O
     _mala_bwd_keys[(b * h, triton.cdiv(n, BLOCK_N))](
         k, v, sin, cos, dkv, dkm, dvm, dk, dv, n, h, scale / n,
         *k.stride(), *v.stride(), *dk.stride(), *dv.stride(),
-        D=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=8)
+        D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=8)
     return dq, dk, dv
 
 
@@ -321,9 +334,10 @@ def _mala_fwd_op(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Op
 @_mala_fwd_op.register_fake
 def _(q, k, v, sin, cos, scale):
     b, h, _, d = q.shape
+    dp = _tile_width(d)
     f32 = dict(dtype=torch.float32, device=q.device)
-    return (empty_like_heads(q, v.dtype), q.new_empty(b * h, d, d, **f32), q.new_empty(b * h, d, **f32),
-            q.new_empty(b * h, d, **f32))
+    return (empty_like_heads(q, v.dtype), q.new_empty(b * h, dp, dp, **f32), q.new_empty(b * h, dp, **f32),
+            q.new_empty(b * h, dp, **f32))
 
 
 @torch.library.custom_op('mavit_mm::mala_bwd', mutates_args=())

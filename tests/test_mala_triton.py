@@ -138,3 +138,22 @@ def test_backbone_kernels_mode_matches_reference():
     assert all(o.is_contiguous() for o in outs_f)  # NCHW again for necks and heads
     assert max(rel(a, b) for a, b in zip(outs_f, outs_r)) < 1e-4
     assert rel(gx_f, gx_r) < 1e-4
+
+
+def test_failed_self_check_falls_back_to_the_reference(monkeypatch):
+    """Kernels that compute something else (or fail to compile) on a device are caught by a one-time
+    self-check: a warning, and MALA runs the reference there."""
+    from mavit_mm.models.layers import mala_triton
+    from mavit_mm.models.layers.mala import MALAttention
+    monkeypatch.setattr(fast_path, '_KERNELS_OK', {})
+    assert fast_path.check_mala_kernels(torch.device(DEVICE))  # the real kernels pass
+    monkeypatch.setattr(fast_path, '_KERNELS_OK', {})
+    monkeypatch.setattr(mala_triton, 'mala_attention_triton', lambda q, k, v, sin, cos, s: 2 * v)
+    layer = MALAttention(64, 1).to(DEVICE)
+    layer.use_kernels = True
+    x = torch.randn(1, 64, 6, 7, device=DEVICE)
+    rope = tuple(t.to(DEVICE) for t in RotaryEmbedding2d(64, 1)((6, 7)))
+    with pytest.warns(RuntimeWarning, match='failed their self-check'):
+        out = layer(x, rope)
+    layer.use_kernels = False
+    assert torch.equal(out, layer(x, rope))

@@ -17,6 +17,7 @@ Compiled blocks: one graph per kind of block (width, heads, attention type) and 
 image size is marked dynamic, so multi-scale training does not recompile per size.
 """
 import types
+import warnings
 from typing import Callable, Dict, Tuple
 
 import torch
@@ -28,6 +29,8 @@ AUTO_ON_CUDA = 'kernels'
 # graphs per compiled function: train/eval x grad mode x a dynamic re-trace; above dynamo's default 8
 _RECOMPILE_LIMIT = 64
 _compiled: Dict[Tuple, Callable] = {}
+# per device: did the Triton MALA kernels pass their self-check (see check_mala_kernels)
+_KERNELS_OK: Dict[torch.device, bool] = {}
 
 
 def _block_forward(block: nn.Module, x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
@@ -64,8 +67,50 @@ def resolve_fast_path(mode: str, x: Tensor) -> str:
 
 def mala_kernels_usable(q: Tensor) -> bool:
     """Whether the Triton MALA kernels can run on ``q`` ``(B, heads, N, head_dim)``: a tensor on a
-    CUDA device with Triton, an even head_dim (rotation pairs) of at most 128."""
-    return kernels_can_run(q) and q.dim() == 4 and q.shape[-1] % 2 == 0 and q.shape[-1] <= 128
+    CUDA device with Triton, an even head_dim (rotation pairs) of at most 128, and kernels that passed
+    :func:`check_mala_kernels` on this device (inside a torch.compile trace: only if already checked)."""
+    if not (kernels_can_run(q) and q.dim() == 4 and q.shape[-1] % 2 == 0 and q.shape[-1] <= 128):
+        return False
+    if torch.compiler.is_compiling():
+        return _KERNELS_OK.get(q.device, False)
+    return check_mala_kernels(q.device)
+
+
+def check_mala_kernels(device: torch.device) -> bool:
+    """Run the Triton MALA kernels once per device on a small problem (forward and backward, fp32,
+    channels-last, with rotation) against the PyTorch reference. A Triton / driver combination that
+    fails to compile them or computes something else gets a warning and the reference path instead
+    of a crash or wrong results."""
+    if device in _KERNELS_OK:
+        return _KERNELS_OK[device]
+    from .mala import mala_attention
+    from .rotary import RotaryEmbedding2d
+    reason = ''
+    try:
+        from . import mala_triton
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 4 * 64, 9, 11, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+        sin, cos = (t.to(device) for t in RotaryEmbedding2d(64, 1)((9, 11)))
+        grad = torch.randn(1, 1, 99, 64, generator=g).to(device)
+        results = []
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            for fn in (mala_attention, mala_triton.mala_attention_triton):
+                xx = x.detach().requires_grad_(True)
+                q, k, v = (t.reshape(1, 1, 64, 99).transpose(-2, -1) for t in xx.chunk(4, dim=1)[:3])
+                out = fn(q, k, v, sin, cos, 0.125)
+                results.append(torch.cat([out.flatten(), torch.autograd.grad(out, xx, grad)[0].flatten()]))
+        err = ((results[1] - results[0]).norm() / results[0].norm()).item()
+        ok = err < 1e-3
+        reason = f'relative error {err:.1e} against the reference'
+    except Exception as e:  # any failure to compile or launch: fall back, never crash a user's run
+        ok = False
+        reason = f'{type(e).__name__}: {str(e)[:300]}'
+    if not ok:
+        warnings.warn(f'MAViT: the Triton MALA kernels failed their self-check on {device} ({reason}); '
+                      "MALA runs the PyTorch reference there. Set fast_path='off' to silence this, and "
+                      'please report it with your torch / Triton versions.', RuntimeWarning)
+    _KERNELS_OK[device] = ok
+    return ok
 
 
 def compiled_block_forward(block: nn.Module, device_type: str) -> Callable[..., Tensor]:

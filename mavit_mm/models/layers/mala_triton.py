@@ -67,15 +67,36 @@ def _rotate_t(y, sin, cos, BLOCK: tl.constexpr, D: tl.constexpr):
 
 
 @triton.jit
+def _batch_head(H):
+    """``(bh, b, h)``: this program's (batch x heads) index, its batch and its head."""
+    bh = tl.program_id(0)
+    return bh, bh // H, bh % H
+
+
+@triton.jit
+def _store_partials(mat_ptr, vec_ptr, vec2_ptr, mat, vec, vec2, offs_d, D: tl.constexpr):
+    """One reduction program's partial sums, a ``(D, D)`` and two ``(D,)``, at slot (bh, chunk)."""
+    part = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    tl.store(mat_ptr + part * D * D + offs_d[:, None] * D + offs_d[None, :], mat)
+    tl.store(vec_ptr + part * D + offs_d, vec)
+    tl.store(vec2_ptr + part * D + offs_d, vec2)
+
+
+@triton.jit
+def _load_reduced(mat_ptr, vec_ptr, vec2_ptr, bh, offs_d, D: tl.constexpr):
+    """The summed ``(D, D)`` and two ``(D,)`` of one (batch, head)."""
+    return (tl.load(mat_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :]),
+            tl.load(vec_ptr + bh * D + offs_d), tl.load(vec2_ptr + bh * D + offs_d))
+
+
+@triton.jit
 def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, H, chunk,
                      skb, skh, skn, skd, svb, svh, svn, svd,
                      D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                     PREC: tl.constexpr):
+                   PREC: tl.constexpr):
     """Partial sums over ``chunk`` tokens: ``R(k)^T v`` (D x D), ``sum phi(k)``, ``sum v``."""
-    bh = tl.program_id(0)
+    bh, b, h = _batch_head(H)
     s = tl.program_id(1)
-    b = bh // H
-    h = bh % H
     offs_d = tl.arange(0, D)
     k_base = k_ptr + b * skb + h * skh
     v_base = v_ptr + b * svb + h * svh
@@ -97,30 +118,22 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
         kv += tl.dot(tl.trans(rk), v, input_precision=PREC)
         ks += tl.sum(pk, axis=0)
         vs += tl.sum(v, axis=0)
-    part = bh * tl.num_programs(1) + s
-    tl.store(kv_ptr + part * D * D + offs_d[:, None] * D + offs_d[None, :], kv)
-    tl.store(ks_ptr + part * D + offs_d, ks)
-    tl.store(vs_ptr + part * D + offs_d, vs)
+    _store_partials(kv_ptr, ks_ptr, vs_ptr, kv, ks, vs, offs_d, D)
 
 
 @triton.jit
 def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N, H, scale,
                     sqb, sqh, sqn, sqd, sob, soh, son, sod,
                     D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                     PREC: tl.constexpr,
-                    EPS: tl.constexpr):
+                    PREC: tl.constexpr, EPS: tl.constexpr):
     """``out = (1 + 1 / (z + eps)) R(q) kv - z vm`` for one block of queries."""
-    bh = tl.program_id(0)
-    b = bh // H
-    h = bh % H
+    bh, b, h = _batch_head(H)
     offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, D)
     mask = (offs_n < N)[:, None] & (offs_d < HD)[None, :]
     q_base = q_ptr + b * sqb + h * sqh
     pq = tl.where(mask, _phi(_load_tile(q_base, offs_n, offs_d, sqn, sqd, mask)), 0.0)
-    km = tl.load(km_ptr + bh * D + offs_d)
-    vm = tl.load(vm_ptr + bh * D + offs_d)
-    kv = tl.load(kv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
+    kv, km, vm = _load_reduced(kv_ptr, km_ptr, vm_ptr, bh, offs_d, D)
     z = scale * tl.sum(pq * km[None, :], axis=1)
     if ROPE:
         rq = _rotate(pq, _load_tile(sin_ptr, offs_n, offs_d, HD, 1, mask),
@@ -138,20 +151,15 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
                       dkv_ptr, dkm_ptr, dvm_ptr, N, H, chunk, scale,
                       sqb, sqh, sqn, sqd, sgb, sgh, sgn, sgd, sdb, sdh, sdn, sdd,
                       D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                     PREC: tl.constexpr,
-                      EPS: tl.constexpr):
+                      PREC: tl.constexpr, EPS: tl.constexpr):
     """Writes ``dq``; partial sums of ``dL/dkv``, ``dL/dkm`` and ``dL/dvm`` over ``chunk`` queries."""
-    bh = tl.program_id(0)
+    bh, b, h = _batch_head(H)
     s = tl.program_id(1)
-    b = bh // H
-    h = bh % H
     offs_d = tl.arange(0, D)
     q_base = q_ptr + b * sqb + h * sqh
     g_base = g_ptr + b * sgb + h * sgh
     dq_base = dq_ptr + b * sdb + h * sdh
-    km = tl.load(km_ptr + bh * D + offs_d)
-    vm = tl.load(vm_ptr + bh * D + offs_d)
-    kv = tl.load(kv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
+    kv, km, vm = _load_reduced(kv_ptr, km_ptr, vm_ptr, bh, offs_d, D)
     dkv = tl.zeros((D, D), dtype=tl.float32)
     dkm = tl.zeros((D, ), dtype=tl.float32)
     dvm = tl.zeros((D, ), dtype=tl.float32)
@@ -185,10 +193,7 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
         dkv += tl.dot(tl.trans(rq * a[:, None]), g, input_precision=PREC)
         dkm += tl.sum((dz * scale)[:, None] * pq, axis=0)
         dvm -= tl.sum(z[:, None] * g, axis=0)
-    part = bh * tl.num_programs(1) + s
-    tl.store(dkv_ptr + part * D * D + offs_d[:, None] * D + offs_d[None, :], dkv)
-    tl.store(dkm_ptr + part * D + offs_d, dkm)
-    tl.store(dvm_ptr + part * D + offs_d, dvm)
+    _store_partials(dkv_ptr, dkm_ptr, dvm_ptr, dkv, dkm, dvm, offs_d, D)
 
 
 @triton.jit
@@ -197,20 +202,16 @@ def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk
                    skb, skh, skn, skd, svb, svh, svn, svd,
                    sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
                    D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                     PREC: tl.constexpr):
+                   PREC: tl.constexpr):
     """``dk`` and ``dv`` of one block of keys from the reduced ``dkv``, ``dkm / N``, ``dvm / N``."""
-    bh = tl.program_id(0)
-    b = bh // H
-    h = bh % H
+    bh, b, h = _batch_head(H)
     offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     offs_d = tl.arange(0, D)
     mask = (offs_n < N)[:, None] & (offs_d < HD)[None, :]
     k_base = k_ptr + b * skb + h * skh
     k = _load_tile(k_base, offs_n, offs_d, skn, skd, mask)
     v = _load_tile(v_ptr + b * svb + h * svh, offs_n, offs_d, svn, svd, mask)
-    dkm = tl.load(dkm_ptr + bh * D + offs_d)
-    dvm = tl.load(dvm_ptr + bh * D + offs_d)
-    dkv = tl.load(dkv_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :])
+    dkv, dkm, dvm = _load_reduced(dkv_ptr, dkm_ptr, dvm_ptr, bh, offs_d, D)
     pk = tl.where(mask, _phi(k), 0.0)
     drk = kv_scale * tl.dot(v, tl.trans(dkv), input_precision=PREC)
     if ROPE:

@@ -157,3 +157,29 @@ def test_failed_self_check_falls_back_to_the_reference(monkeypatch):
         out = layer(x, rope)
     layer.use_kernels = False
     assert torch.equal(out, layer(x, rope))
+
+
+def test_kernels_trace_into_one_torch_compile_graph(monkeypatch):
+    """The custom op is compile-friendly: a whole MALA layer (convs, kernels, autograd) traces into one
+    graph (fullgraph=True: no graph breaks), runs the kernels and computes what the eager layer computes."""
+    import torch._dynamo
+    from mavit_mm.models.layers import mala_triton
+    from mavit_mm.models.layers.mala import MALAttention
+    calls = []
+    forward = mala_triton.mala_forward
+    monkeypatch.setattr(mala_triton, 'mala_forward', lambda *a: calls.append(1) or forward(*a))
+    torch._dynamo.reset()
+    assert fast_path.check_mala_kernels(torch.device(DEVICE))  # inside a trace only a checked device is used
+    layer = MALAttention(64, 1).to(DEVICE)
+    layer.use_kernels = True
+    x = torch.randn(1, 64, 6, 7, device=DEVICE).contiguous(memory_format=torch.channels_last)
+    rope = tuple(t.to(DEVICE) for t in RotaryEmbedding2d(64, 1)((6, 7)))
+    compiled = torch.compile(layer, backend='aot_eager', fullgraph=True)
+    results = []
+    for fn in (layer, compiled):
+        calls.clear()
+        xx = x.clone().requires_grad_(True)
+        out = fn(xx, rope)
+        results.append((out, torch.autograd.grad(out.square().sum(), xx)[0]))
+        assert calls  # the Triton forward ran, eager and compiled
+    assert rel(results[1][0], results[0][0]) < 1e-5 and rel(results[1][1], results[0][1]) < 1e-5

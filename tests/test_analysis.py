@@ -142,3 +142,37 @@ def test_backbone_benchmark_runs_on_cpu(tmp_path):
             assert abs(r['speedup_vs_reference'] - ref['median_ms'] / r['median_ms']) < 1e-9
     assert {r['attention'] for r in result['sweep']} == {'MALA (reference)', 'MALA (Triton)', 'softmax (SDPA)'}
     assert (tmp_path / 'sweep.png').stat().st_size > 0 and result['env']['torch'] == torch.__version__
+
+
+def test_count_negative_scores_covers_every_mala_score(tmp_path):
+    """The tool sees every N x N score of every MALA block for every image and checkpoint (MAViT-T at
+    64x64: stages 1-2, two blocks each, 16^2 tokens x 1 head and 8^2 tokens x 2 heads)."""
+    import mmcv
+    import numpy as np
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/toy/mavit-t_toy-cls.py'))
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': build_model(cfg).state_dict()}, ckpt)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        mmcv.imwrite(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), str(tmp_path / 'img' / f'{i}.png'))
+    out_json = tmp_path / 'neg.json'
+    out = run('tools/analysis/count_negative_scores.py', 'configs/toy/mavit-t_toy-cls.py', str(ckpt),
+              '--images', str(tmp_path / 'img'), '--size', '64', '--out', str(out_json))
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row, ) = json.loads(out_json.read_text())
+    assert row['checkpoint'] == 'epoch_1.pth'
+    assert row['total'] == 2 * (2 * 256 ** 2 * 1 + 2 * 64 ** 2 * 2)
+    assert 0 <= row['negative'] <= row['total'] and (row['negative'] > 0) == (row['min'] < 0)
+    assert row['share'] == row['negative'] / row['total'] and 'epoch_1.pth' in out.stdout
+
+
+def test_build_model_takes_the_top_level_data_preprocessor():
+    """mmpretrain configs put mean / std / to_rgb at the top level; the Runner moves them into the model,
+    and so must the analysis tools' build_model, or they feed unnormalised images."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/toy/mavit-t_toy-cls.py'))
+    cfg.model.backbone.init_cfg = None
+    preprocessor = build_model(cfg).data_preprocessor
+    assert preprocessor._enable_normalize and preprocessor.to_rgb
+    assert preprocessor.mean.flatten().tolist() == pytest.approx(cfg.data_preprocessor.mean)

@@ -3,6 +3,7 @@
 Nothing here is model-specific: it edits dataloader, evaluator and hook settings of a loaded
 :class:`mmengine.config.Config`, and checks that the datasets a run needs are on disk.
 """
+import copy
 import importlib
 import os.path as osp
 from typing import Iterator, List, Optional
@@ -130,10 +131,17 @@ def enable_tta(cfg: Config) -> None:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` with the registry of the config's ``default_scope`` (mmdet, mmseg, mmpretrain)."""
+    """Build ``cfg.model`` with the registry of the config's ``default_scope`` (mmdet, mmseg, mmpretrain).
+
+    A top-level ``data_preprocessor`` (mmpretrain's configs put mean / std there) goes into the model
+    as mmengine's Runner does it, so the model normalises its inputs as in training.
+    """
     scope = cfg.get('default_scope', 'mmengine')
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(scope):
-        return importlib.import_module(f'{scope}.registry').MODELS.build(cfg.model)
+        return importlib.import_module(f'{scope}.registry').MODELS.build(model_cfg)
 
 
 #: Types this package registers; a config using one of them needs ``custom_imports`` of mavit_mm.

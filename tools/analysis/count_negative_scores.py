@@ -16,38 +16,36 @@ from typing import Dict, List
 
 import mmcv
 import torch
-from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from mavit_mm.analysis.attention_scores import negative_score_stats
 from mavit_mm.models.layers import MALAttention
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 
 def load_images(folder: str, limit: int, size: int) -> List[torch.Tensor]:
+    """Up to ``limit`` images as uint8 ``(3, size, size)`` BGR tensors, as LoadImageFromFile reads them."""
     paths = sorted(p for p in glob.glob(osp.join(folder, '**', '*.*'), recursive=True)
                    if p.lower().endswith(('.jpg', '.jpeg', '.png')))[:limit]
     if not paths:
         sys.exit(f'count_negative_scores: no .jpg/.png images under {folder}')
-    images = []
-    for path in paths:
-        img = mmcv.imresize(mmcv.imread(path, channel_order='rgb'), (size, size)).astype('float32')
-        img = (img - [123.675, 116.28, 103.53]) / [58.395, 57.12, 57.375]
-        images.append(torch.from_numpy(img).permute(2, 0, 1)[None].float())
-    return images
+    return [torch.from_numpy(mmcv.imresize(mmcv.imread(path), (size, size))).permute(2, 0, 1).contiguous()
+            for path in paths]
 
 
 @torch.no_grad()
-def count(backbone: torch.nn.Module, images: List[torch.Tensor]) -> Dict[str, float]:
+def count(model: torch.nn.Module, images: List[torch.Tensor]) -> Dict[str, float]:
+    """Negative scores of every MALA block of ``model.backbone`` over ``images``; the images are
+    normalised by the model's own data preprocessor (mean, std, channel order of the config)."""
     captured = []
     hooks = [m.register_forward_pre_hook(lambda m, args: captured.append((m, args[0], args[1])))
-             for m in backbone.modules() if isinstance(m, MALAttention)]
+             for m in model.backbone.modules() if isinstance(m, MALAttention)]
     totals = {'negative': 0, 'total': 0, 'min': float('inf')}
     try:
         for image in images:
             captured.clear()
-            backbone(image)
+            model.backbone(model.data_preprocessor(dict(inputs=[image]), False)['inputs'])
             for attn, x, rope in captured:
                 s = negative_score_stats(attn, x, rope)
                 totals['negative'] += s['negative']
@@ -69,15 +67,17 @@ def main() -> None:
     parser.add_argument('--size', type=int, default=96, help='images are resized to size x size')
     parser.add_argument('--out', help='write the figures as json')
     args = parser.parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.model.backbone.init_cfg = None
+    try:
+        cfg = load_model_config(args.config)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'count_negative_scores: {e}')
     images = load_images(args.images, args.max_images, args.size)
     rows = []
     print('| checkpoint | MALA scores | negative | share | lowest score |\n|---|---|---|---|---|')
     for ckpt in args.checkpoints:
         model = build_model(cfg).eval()
         load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
-        r = dict(checkpoint=osp.basename(ckpt), **count(model.backbone, images))
+        r = dict(checkpoint=osp.basename(ckpt), **count(model, images))
         rows.append(r)
         print(f'| {r["checkpoint"]} | {r["total"]:,} | {r["negative"]:,} | {100 * r["share"]:.4f} % | '
               f'{r["min"]:.3e} |', flush=True)

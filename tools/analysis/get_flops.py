@@ -21,7 +21,6 @@ from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 
-
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file (mmdet, mmseg or mmpretrain)')

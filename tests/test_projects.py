@@ -46,7 +46,10 @@ def test_swapped_stock_config_builds_and_runs(stock, tmp_path):
     keys = new.optim_wrapper.paramwise_cfg.custom_keys
     assert keys['norm'] == dict(decay_mult=0.0) and keys['gamma_'] == dict(decay_mult=0.0)
     new.model.backbone.init_cfg = None
-    model = build_model(new).eval()
+    torch.manual_seed(0)
+    model = build_model(new)
+    model.init_weights()  # as the Runner does: DINO's level_embed is uninitialised memory until then
+    model.eval()
     if new.default_scope == 'mmseg':  # predict: mmseg 1.2's Mask2Former has no 'tensor' mode
         from mmengine.registry import DefaultScope
         from mmseg.structures import SegDataSample

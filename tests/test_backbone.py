@@ -125,6 +125,7 @@ def test_custom_arch_dict():
     (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
     (dict(attn_types='flash'), 'Unknown attention type'),
     (dict(attn_types=['mala', 'mala']), 'one entry per stage'),
+    (dict(with_cp='all'), r"with_cp must be one of \(False, True, 'block', 'ffn'\)"),
 ])
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -166,16 +167,22 @@ def test_syncbn_by_config():
     assert isinstance(model.layers[0].downsample.norm, nn.SyncBatchNorm)
 
 
-def test_with_cp_same_values_and_gradients():
+@pytest.mark.parametrize('with_cp', [True, 'block', 'ffn'])
+def test_with_cp_same_values_and_gradients(with_cp):
     torch.manual_seed(0)
     a = MAViT(arch='tiny', drop_path_rate=0.0)
-    b = MAViT(arch='tiny', drop_path_rate=0.0, with_cp=True)
+    b = MAViT(arch='tiny', drop_path_rate=0.0, with_cp=with_cp)
     b.load_state_dict(a.state_dict())
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, 32, 48)
+    outs = []
     for m in (a, b):
-        sum(o.sum() for o in m(x)).backward()
-    torch.testing.assert_close(b.layers[2].blocks[0].attn.qkvo.weight.grad,
-                               a.layers[2].blocks[0].attn.qkvo.weight.grad)
+        out = m(x)
+        sum((o * o.flip(1)).mean() for o in out).backward()
+        outs.append(out)
+    for oa, ob in zip(*outs):
+        torch.testing.assert_close(ob, oa, rtol=0, atol=0)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_drop_path_rate_override():

@@ -26,6 +26,7 @@ from ..layers.rotary import RotaryEmbedding2d
 from ..utils.pretrained import load_pretrained_backbone
 
 DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
+WITH_CP_MODES = (False, True, 'block', 'ffn')
 
 
 class ConvStem(nn.Module):
@@ -70,15 +71,15 @@ class MAViTStage(nn.Module):
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, attn_types: Sequence[str],
                  mlp_ratio: float, drop_paths: Sequence[float], layer_scale_init_value: float,
-                 out_channels: Optional[int], norm_cfg: dict, with_cp: bool = False,
+                 out_channels: Optional[int], norm_cfg: dict, with_cp: Union[bool, str] = False,
                  fast_path: str = 'off') -> None:
         super().__init__()
-        self.with_cp = with_cp
+        self.with_cp = with_cp in (True, 'block')
         self.fast_path = fast_path
         self.RoPE = RotaryEmbedding2d(embed_dims, num_heads)
         self.blocks = nn.ModuleList([
             MAViTBlock(embed_dims, num_heads, attn_types[j], mlp_ratio, drop_paths[j],
-                       layer_scale_init_value) for j in range(depth)
+                       layer_scale_init_value, ffn_recompute=with_cp == 'ffn') for j in range(depth)
         ])
         self.downsample = (Downsample(embed_dims, out_channels, norm_cfg)
                            if out_channels is not None else None)
@@ -125,7 +126,12 @@ class MAViT(BaseModule):
             with their output norms; -1 freezes nothing. Defaults to -1.
         norm_eval (bool): Keep BN layers (SyncBN included) in eval mode while training.
             Defaults to False.
-        with_cp (bool): Activation checkpointing of every block. Defaults to False.
+        with_cp (bool | str): Activation checkpointing while training. ``True`` / ``'block'``:
+            each block keeps only its input and runs again in the backward (least memory, most
+            recomputation). ``'ffn'``: each FFN keeps its two 1x1 convs' outputs and recomputes
+            GELU and the depthwise residual (the FFN's hidden maps are the largest activations;
+            see ``tools/analysis/activation_memory.py``). ``False``: keep everything.
+            Defaults to False.
         fast_path (str): ``'auto'`` (the fast path on CUDA, the reference elsewhere),
             ``'kernels'`` (fused Triton MALA kernels and channels-last maps on CUDA),
             ``'compile'`` (``'kernels'`` plus blocks through ``torch.compile``) or ``'off'`` (the
@@ -166,7 +172,7 @@ class MAViT(BaseModule):
                  out_norms: bool = True,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 with_cp: bool = False,
+                 with_cp: Union[bool, str] = False,
                  fast_path: str = 'auto',
                  cuda_graphs: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -185,6 +191,8 @@ class MAViT(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}] (-1 freezes nothing, 0 the '
                              f'stem, k the stem and the first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
+        if with_cp not in WITH_CP_MODES:
+            raise ValueError(f"with_cp must be one of {WITH_CP_MODES} (True is 'block'), got {with_cp!r}")
         self.norm_eval = norm_eval
         self.cuda_graphs = cuda_graphs
         self.attn_types = self._parse_attn_types(attn_types, depths)

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention_base import ConvAttentionBase
 from .mala import MALAttention
@@ -35,19 +36,32 @@ class ConvFFN(nn.Module):
     Args:
         embed_dims (int): Channels C in and out.
         hidden_dims (int): Channels of the hidden layer.
+        recompute (bool): While training, keep only ``fc1``'s output for the backward and run
+            GELU and the depthwise residual again there: of the three hidden-width tensors the
+            plain FFN saves, one stays. Same results; the recomputation stops before ``fc2``
+            (non-reentrant checkpointing stops once every saved tensor is back), so it costs a
+            GELU, a depthwise conv and an add per backward. Defaults to False.
     """
 
-    def __init__(self, embed_dims: int, hidden_dims: int) -> None:
+    def __init__(self, embed_dims: int, hidden_dims: int, recompute: bool = False) -> None:
         super().__init__()
         self.fc1 = nn.Conv2d(embed_dims, hidden_dims, 1)
         self.act = nn.GELU()
         self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, 1, 1, groups=hidden_dims)
         self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
+        self.recompute = recompute
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.act(self.fc1(x))
+    def _after_fc1(self, x: Tensor) -> Tensor:
+        x = self.act(x)
         x = x + self.dwconv(x)
         return self.fc2(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.fc1(x)
+        if self.recompute and x.requires_grad and not torch.compiler.is_compiling():
+            # under torch.compile, Inductor's partitioner makes its own recompute choices
+            return checkpoint(self._after_fc1, x, use_reentrant=False)
+        return self._after_fc1(x)
 
 
 class MAViTBlock(nn.Module):
@@ -65,10 +79,13 @@ class MAViTBlock(nn.Module):
         drop_path (float): Stochastic depth rate of this block. Defaults to 0.
         layer_scale_init_value (float): Initial value of ``gamma_1`` / ``gamma_2``.
             Defaults to 1.
+        ffn_recompute (bool): Selective recomputation in the FFN (see :class:`ConvFFN`).
+            Defaults to False.
     """
 
     def __init__(self, embed_dims: int, num_heads: int, attn_type: str, mlp_ratio: float = 3.5,
-                 drop_path: float = 0.0, layer_scale_init_value: float = 1.0) -> None:
+                 drop_path: float = 0.0, layer_scale_init_value: float = 1.0,
+                 ffn_recompute: bool = False) -> None:
         super().__init__()
         if attn_type not in ATTENTIONS:
             raise ValueError(f'attention type {attn_type!r} is not one of {sorted(ATTENTIONS)}')
@@ -77,7 +94,7 @@ class MAViTBlock(nn.Module):
         self.norm1 = LayerNorm2d(embed_dims)
         self.attn: ConvAttentionBase = ATTENTIONS[attn_type](embed_dims, num_heads)
         self.norm2 = LayerNorm2d(embed_dims)
-        self.ffn = ConvFFN(embed_dims, int(mlp_ratio * embed_dims))
+        self.ffn = ConvFFN(embed_dims, int(mlp_ratio * embed_dims), ffn_recompute)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.gamma_1 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))
         self.gamma_2 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))

@@ -98,7 +98,7 @@ def check_mala_kernels(device: torch.device) -> bool:
                 xx = x.detach().requires_grad_(True)
                 q, k, v = (t.reshape(1, 1, 64, 99).transpose(-2, -1) for t in xx.chunk(4, dim=1)[:3])
                 out = fn(q, k, v, sin, cos, 0.125)
-                results.append(torch.cat([out.flatten(), torch.autograd.grad(out, xx, grad)[0].flatten()]))
+                results.append(torch.cat([out.detach().flatten(), torch.autograd.grad(out, xx, grad)[0].flatten()]))
         err = ((results[1] - results[0]).norm() / results[0].norm()).item()
         ok = err < 1e-3
         reason = f'relative error {err:.1e} against the reference'

@@ -11,7 +11,8 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step)
   train  2 x 800x1344, forward + backward (loss = sum of the four outputs' means), train mode
 Models: MAViT-{T,S,B,L} with fast_path='off' (reference) and each of --modes ('kernels': Triton
 MALA + channels-last; 'graphs': that with cuda_graphs=True, eval only; 'compile': kernels plus
-torch.compile'd blocks, minutes of compiling first), and
+torch.compile'd blocks, minutes of compiling first; --with-cp adds their training step with
+MAViT(with_cp=...)), and
 Swin-T, ConvNeXt-T, ResNet-50 from the installed mmpretrain. Median of --repeats after --warmup,
 images/s, peak memory after warm-up; ratios against the same arch's reference path. --sweep
 times one stage-1 attention layer (MALA vs softmax through SDPA) from 256^2 to 2048^2 images.
@@ -75,6 +76,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     for label, make in models.items():
         if train and label.endswith('(graphs)'):
             continue  # CUDA graphs serve inference only
+        if not train and 'with_cp=' in label:
+            continue  # checkpointing changes training only
         model = make().to(device)
         model.train(train)  # some mmpretrain backbones' train() returns None
         try:
@@ -190,6 +193,8 @@ def main() -> None:
                         choices=['kernels', 'graphs', 'compile'],
                         help="fast-path modes to time beside the reference (fast_path='off'); graphs: "
                         "'kernels' with cuda_graphs=True (eval settings only)")
+    parser.add_argument('--with-cp', nargs='*', default=[], choices=['ffn', 'block'],
+                        help="also time the training step with MAViT(with_cp=...) for each mode but graphs")
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument('--peers', nargs='*', default=None,
                         help='peer backbones (default all: Swin-T ConvNeXt-T ResNet-50); none if empty')
@@ -219,6 +224,9 @@ def main() -> None:
         for mode in args.modes:
             models[f'MAViT-{a.upper()} ({mode})'] = lambda a=a, mode=mode: MAViT(
                 arch=a, fast_path='kernels' if mode == 'graphs' else mode, cuda_graphs=mode == 'graphs')
+            for cp in (args.with_cp if mode != 'graphs' else []):
+                models[f'MAViT-{a.upper()} ({mode}, with_cp={cp})'] = lambda a=a, mode=mode, cp=cp: MAViT(
+                    arch=a, fast_path=mode, with_cp=cp)
     peers = peer_backbones()
     for name in (list(peers) if args.peers is None else args.peers):
         models[name] = peers[name]

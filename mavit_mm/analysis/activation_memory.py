@@ -37,7 +37,8 @@ def saved_activations(model: nn.Module, forward: Callable[[], object],
         model (nn.Module): The module whose submodules the bytes are charged to.
         forward (Callable): Runs the forward (with whatever autocast / inputs) and returns its output.
             The output is dropped before this returns, which frees the saved tensors again.
-        group (bool): Merge the repeats of a layer within a stage (``layers.0.blocks.*.attn``); else one row per module.
+        group (bool): Merge the repeats of a layer within a stage (``layers.0.blocks.*.attn``);
+            else one row per module.
 
     Returns:
         tuple: ``(total bytes, {module name: bytes})``. Storages of ``model``'s own parameters

@@ -5,8 +5,9 @@
     TRITON_INTERPRET=1 python tools/analysis/activation_memory.py --device cpu --shape 128 192 \
         --modes off kernels     # the Triton kernels' bookkeeping on a CPU, through Triton's interpreter
 
-One forward in train mode per fast-path mode and --with-cp setting (stochastic depth off); every tensor autograd keeps for the
-backward is charged once to the layer that saved it first (``mavit_mm.analysis.activation_memory``).
+One forward in train mode per fast-path mode and --with-cp setting (stochastic depth off); every
+tensor autograd keeps for the backward is charged once to the layer that saved it first
+(``mavit_mm.analysis.activation_memory``).
 The figures are exact and device independent for the same dtypes; which ops autocast runs in bf16
 differs between CPU and CUDA, so compare half-precision figures within one device type.
 """

@@ -128,9 +128,9 @@ class MAViT(BaseModule):
             Defaults to False.
         with_cp (bool | str): Activation checkpointing while training. ``True`` / ``'block'``:
             each block keeps only its input and runs again in the backward (least memory, most
-            recomputation). ``'ffn'``: each FFN keeps its two 1x1 convs' outputs and recomputes
-            GELU and the depthwise residual (the FFN's hidden maps are the largest activations;
-            see ``tools/analysis/activation_memory.py``). ``False``: keep everything.
+            recomputation). ``'ffn'``: each FFN keeps only fc1's output and recomputes GELU and
+            the depthwise residual in the backward (the FFN's hidden maps are the largest
+            activations; see ``tools/analysis/activation_memory.py``). ``False``: keep everything.
             Defaults to False.
         fast_path (str): ``'auto'`` (the fast path on CUDA, the reference elsewhere),
             ``'kernels'`` (fused Triton MALA kernels and channels-last maps on CUDA),

@@ -115,9 +115,10 @@ def test_kernels_half_precision_inputs(dtype, scale):
     assert rel(out_k, out_r) < 1e-2 and rel(gx_k, gx_r) < 1e-2
 
 
-def test_backbone_kernels_mode_matches_reference():
-    """A whole (small) MAViT with fast_path='kernels' (Triton MALA, channels-last maps) against
-    'off': outputs and input gradient in fp32, train mode."""
+@pytest.mark.parametrize('with_cp', [False, 'ffn'])
+def test_backbone_kernels_mode_matches_reference(with_cp):
+    """A whole (small) MAViT with fast_path='kernels' (Triton MALA, channels-last maps; with and without
+    the FFN's recomputation) against 'off': outputs and input gradient in fp32, train mode."""
     # exact fp32 convolutions: TF32 would differ between the NCHW and channels-last algorithms (8e-4)
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -125,6 +126,8 @@ def test_backbone_kernels_mode_matches_reference():
     arch = dict(embed_dims=[64, 192, 64, 64], depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 2])
     ref = randomize_(MAViT(arch, fast_path='off')).to(DEVICE).train()
     fast = copy.deepcopy(ref).set_fast_path('kernels')
+    for block in (b for stage in fast.layers for b in stage.blocks):
+        block.ffn.recompute = with_cp == 'ffn'
     x = torch.randn(2, 3, 75, 53, device=DEVICE)
     results = []
     for model in (ref, fast):

@@ -33,8 +33,8 @@ def main() -> None:
     parser.add_argument('--arch', default='t', help='t, s, b or l')
     parser.add_argument('--shape', type=int, nargs=2, default=(800, 1344), metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=2)
-    parser.add_argument('--modes', nargs='+', default=['off', 'kernels'], choices=['off', 'kernels'],
-                        help="fast_path modes to account ('off' is the reference)")
+    parser.add_argument('--modes', nargs='+', default=['off', 'kernels'], choices=['off', 'kernels', 'compile'],
+                        help="fast_path modes to account ('off' is the reference; 'compile' on CPU compiles it)")
     parser.add_argument('--with-cp', nargs='+', default=['none'], choices=['none', 'ffn', 'block'],
                         help='MAViT with_cp settings to account for each mode (none: keep everything)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

@@ -58,8 +58,7 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.fc1(x)
-        if self.recompute and x.requires_grad and not torch.compiler.is_compiling():
-            # under torch.compile, Inductor's partitioner makes its own recompute choices
+        if self.recompute and x.requires_grad:
             return checkpoint(self._after_fc1, x, use_reentrant=False)
         return self._after_fc1(x)
 

@@ -185,6 +185,32 @@ def test_with_cp_same_values_and_gradients(with_cp):
         torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-6, atol=1e-7, msg=name)
 
 
+def test_ffn_recompute_reruns_gelu_and_the_depthwise_conv_only():
+    """The backward of ConvFFN(recompute=True) runs GELU and the depthwise conv again, not fc2."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mavit_mm.models.layers.block import ConvFFN
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    counts = {}
+    for recompute in (False, True):
+        ffn = ConvFFN(8, 28, recompute=recompute)
+        out = ffn(torch.randn(2, 8, 6, 7, requires_grad=True))
+        with Ops() as ops:
+            out.sum().backward()
+        counts[recompute] = {n: ops.names.count(n) for n in ('convolution.default', 'gelu.default')}
+    assert counts[False] == {'convolution.default': 0, 'gelu.default': 0}
+    assert counts[True] == {'convolution.default': 1, 'gelu.default': 1}
+
+
 def test_drop_path_rate_override():
     model = MAViT(arch='tiny', drop_path_rate=0.3)
     assert model.layers[3].blocks[-1].drop_path.drop_prob == pytest.approx(0.3)

@@ -10,12 +10,14 @@ import json
 import os.path as osp
 import sys
 
-# Thresholds a model that learned nothing does not reach, with a margin below what the toy runs reached
-# (docs/toy.md): a detector whose RoI head says "background" everywhere scores 0.002 mAP@50-95 and ~0.01
-# mAP@50; predicting "background" everywhere gives a mIoU of about 25 (1 of 4 classes).
+# Thresholds a model that learned nothing does not reach, below what the toy runs reached (docs/toy.md):
+# the untrained detector scores 0.000 bbox and segm mAP@50, one whose RoI head says "background" everywhere
+# ~0.01 bbox mAP@50; predicting "background" everywhere gives a mIoU of about 25 (1 of 4 classes). The
+# detector only begins to learn in the CPU budget and its scores vary between machines (bbox mAP@50 0.026
+# to 0.104 measured), so its bar sits just above "learned nothing".
 CHECKS = {
     'toy_upernet': [('mIoU', 80.0)],
-    'toy_mask_rcnn': [('coco/bbox_mAP_50', 0.05), ('coco/segm_mAP_50', 0.04)],
+    'toy_mask_rcnn': [('coco/bbox_mAP_50', 0.015), ('coco/segm_mAP_50', 0.005)],
 }
 
 

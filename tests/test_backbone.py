@@ -99,6 +99,7 @@ def test_output_shapes_and_strides(hw):
         if i == 0:
             h, w = (h + 1) // 2, (w + 1) // 2  # the stem has two
         assert out.shape == (1, c, h, w)
+        assert out.is_contiguous()  # plain NCHW memory for necks, heads and mmcv ops
 
 
 @pytest.mark.parametrize('out_indices,expected', [((0, 1, 2, 3), 4), ((3,), 1), (-1, 1), ((1, 3), 2)])

@@ -77,3 +77,23 @@ def test_toy_configs_build(path):
     init = cfg.model.backbone.get('init_cfg')  # needs no download: from scratch or from the toy UperNet run
     assert init is None or init.checkpoint.startswith('work_dirs/toy_upernet/')
     tensor_forward(build_model(cfg).eval(), cfg.default_scope)
+
+
+def test_detector_roi_features_read_plain_nchw_maps():
+    """mmcv's RoIAlign reads its input as contiguous NCHW whatever its strides. The backbone's maps
+    (and so the FPN's: convolutions keep the memory format) must be plain NCHW, or the RoI heads get
+    scrambled features: with channels-last maps the toy detector's RoI classifier never left
+    "background" (docs/toy.md)."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask_rcnn', 'mask-rcnn_mavit-t_fpn_1x_coco.py'))
+    cfg.model.backbone.init_cfg = None
+    model = build_model(cfg).eval()
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'), torch.no_grad():
+        feats = model.extract_feat(torch.randn(1, 3, 96, 128))
+        assert all(f.is_contiguous() for f in feats)
+        rois = torch.tensor([[0., 4., 8., 60., 50.], [0., 30., 10., 120., 90.]])
+        extractor = model.roi_head.bbox_roi_extractor
+        n = extractor.num_inputs
+        got = extractor(feats[:n], rois)
+        want = extractor([f.contiguous() for f in feats[:n]], rois)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)

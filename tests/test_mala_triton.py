@@ -81,10 +81,51 @@ def test_kernels_loop_over_chunks(monkeypatch):
     x, views = qkv_views(1, 2, 19, 23, 32, channels_last=False)
     sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(64, 2)((19, 23)))
     grad = torch.randn(1, 2, 19 * 23, 32, device=DEVICE)
-    assert mala_triton._chunks(2, 19 * 23)[1] > mala_triton.BLOCK_N
+    block = mala_triton.LAUNCH_CONFIGS[0][0]
+    assert mala_triton._chunks(2, 19 * 23, block)[1] > block
     out_r, gx_r = run(mala_attention, x, views, sin, cos, grad)
     out_k, gx_k = run(mala_triton.mala_attention_triton, x, views, sin, cos, grad)
     assert rel(out_k, out_r) < 1e-5 and rel(gx_k, gx_r) < 1e-5
+
+
+def test_kernels_fall_back_to_smaller_tiles_when_shared_memory_is_short(monkeypatch):
+    """A kernel whose first launch configuration does not fit the GPU's shared memory (Triton raises
+    OutOfResources before running it) runs with the next one and the same results; the choice is kept."""
+    from triton.runtime.errors import OutOfResources
+
+    from mavit_mm.models.layers import mala_triton
+
+    class SmallSharedMemory:
+        """A kernel as seen on a GPU that cannot fit tiles of more than 32 tokens."""
+
+        def __init__(self, kernel):
+            self.kernel, self.blocks = kernel, []
+
+        def __getitem__(self, grid):
+            def launch(*args, BLOCK, **kwargs):
+                self.blocks.append(BLOCK)
+                if BLOCK > 32:
+                    raise OutOfResources(BLOCK * 4096, 32 * 4096, 'shared memory')
+                return self.kernel[grid](*args, BLOCK=BLOCK, **kwargs)
+            return launch
+
+    names = ('_mala_fwd_reduce', '_mala_fwd_apply', '_mala_bwd_queries', '_mala_bwd_keys')
+    fakes = {n: SmallSharedMemory(getattr(mala_triton, n)) for n in names}
+    for n, fake in fakes.items():
+        monkeypatch.setattr(mala_triton, n, fake)
+    monkeypatch.setattr(mala_triton, '_chosen', {})
+    x, views = qkv_views(1, 2, 9, 11, 32, channels_last=True)
+    sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(64, 2)((9, 11)))
+    grad = torch.randn(1, 2, 99, 32, device=DEVICE)
+    out_r, gx_r = run(mala_attention, x, views, sin, cos, grad)
+    for _ in range(2):
+        out_k, gx_k = run(mala_triton.mala_attention_triton, x, views, sin, cos, grad)
+        assert rel(out_k, out_r) < 1e-5 and rel(gx_k, gx_r) < 1e-5
+    assert mala_triton.LAUNCH_CONFIGS[0][0] == 64 and mala_triton.LAUNCH_CONFIGS[1][0] == 32
+    # first call: 64 refused, then 32; second call: straight to 32
+    assert all(fake.blocks == [64, 32, 32] for fake in fakes.values()), {n: f.blocks for n, f in fakes.items()}
+    assert sorted(k[0] for k in mala_triton._chosen) == ['bwd_keys', 'bwd_queries', 'fwd_apply', 'fwd_reduce']
+    assert set(mala_triton._chosen.values()) == {1}
 
 
 def test_custom_op_registration():

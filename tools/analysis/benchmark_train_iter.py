@@ -3,8 +3,9 @@
     python tools/analysis/benchmark_train_iter.py configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py \
         mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py --amp --out iter.json
 
-Each config's own model and optimizer wrapper (``optim_wrapper``; ``--amp`` makes it a bf16
-``AmpOptimWrapper`` for every config alike), random backbone weights, SyncBN as BN, on a fixed
+Each config's own model and optimizer wrapper (``optim_wrapper``; ``--amp`` makes it the
+``AmpOptimWrapper`` of ``tools/train.py --amp`` for every config alike: fp16, dynamic loss scale, since
+mmcv 2.1's CUDA RoIAlign has no bf16 kernel), random backbone weights, SyncBN as BN, on a fixed
 synthetic batch (``--batch-size`` images of ``--shape``, 10 boxes with masks each, mmdet's
 ``demo_mm_inputs``): ``model.train_step`` as the Runner calls it. Median of ``--repeats`` after
 ``--warmup`` iterations, peak memory, device and versions.
@@ -30,8 +31,8 @@ def prepare(config: str, amp: bool, device: torch.device):
     model = build_model(cfg).to(device).train()
     optim_cfg = cfg.optim_wrapper.copy()
     if amp:
-        optim_cfg.update(type='AmpOptimWrapper', dtype='bfloat16')
-        optim_cfg.pop('loss_scale', None)
+        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic')
+        optim_cfg.pop('dtype', None)
     elif device.type == 'cpu' and optim_cfg.get('type') == 'AmpOptimWrapper':
         optim_cfg.type = 'OptimWrapper'  # mmengine's AMP wrapper needs a GPU
         optim_cfg.pop('loss_scale', None)
@@ -45,7 +46,7 @@ def main() -> None:
     parser.add_argument('configs', nargs='+')
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument('--shape', type=int, nargs=2, default=(800, 1344), metavar=('H', 'W'))
-    parser.add_argument('--amp', action='store_true', help='bf16 AmpOptimWrapper for every config')
+    parser.add_argument('--amp', action='store_true', help='fp16 AmpOptimWrapper (dynamic loss scale) for every config, as tools/train.py --amp')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=20)
@@ -65,7 +66,7 @@ def main() -> None:
                 return model.train_step(packed, optim_wrapper)
             r = measure(step, device, args.warmup, args.repeats)
         r.update(config=osp.splitext(osp.basename(config))[0], batch_size=args.batch_size,
-                 shape=list(args.shape), precision='bf16 amp' if args.amp else 'config')
+                 shape=list(args.shape), precision='fp16 amp' if args.amp else 'config')
         rows.append(r)
         print(f'{r["config"]:55s} {r["median_ms"]:8.1f} ms/iter'
               + (f'  peak {r["peak_mem_mib"]:.0f} MiB' if 'peak_mem_mib' in r else ''), flush=True)

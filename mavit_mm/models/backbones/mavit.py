@@ -353,6 +353,8 @@ class MAViT(BaseModule):
             feat, x = stage(x)
             if i in self.out_indices:
                 out = self.extra_norms[i](feat) if self.extra_norms is not None else feat
-                # necks and heads may .view() their inputs: hand them the usual NCHW layout
-                outs.append(out.contiguous() if channels_last else out)
+                # Hand necks and heads contiguous NCHW maps in every mode: LayerNorm2d's permutes
+                # leave channels-last memory, convolutions keep it, and mmcv's RoIAlign reads its
+                # input as contiguous NCHW whatever the strides (wrong RoI features otherwise).
+                outs.append(out.contiguous())
         return tuple(outs)

@@ -21,18 +21,25 @@ The rotation acts on channel pairs ``(2t, 2t+1)``: ``R(x) = x cos + P(x) sin`` w
 The entry point :func:`mala_attention_triton` is a ``torch.library`` custom op with its autograd
 registered, so ``torch.compile`` treats it as one opaque node.
 """
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.errors import OutOfResources
 
 from .mala import EPS
 
-BLOCK_N = 64
+# Launch configurations (tokens per tile, software-pipelining stages), fastest first. Shared memory
+# per block differs between GPUs (227 KB on an H100, 99 KB on consumer cards) and between Triton
+# releases; a kernel that does not fit raises OutOfResources before it runs and gets the next one.
+# 128-wide tiles (MAViT-B/L) need more than 227 KB at (64, 3).
+LAUNCH_CONFIGS: Tuple[Tuple[int, int], ...] = ((64, 3), (32, 2), (32, 1), (16, 1))
 # programs per reduction pass, over (batch x heads) x chunks: enough to fill a large GPU
 _TARGET_PROGRAMS = 512
+# index into LAUNCH_CONFIGS that fitted, per (kernel, tile width, dtype, device)
+_chosen: Dict[tuple, int] = {}
 
 
 @triton.jit
@@ -254,12 +261,29 @@ def _tile_width(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))
 
 
-def _chunks(bh: int, n: int) -> Tuple[int, int]:
-    """(programs per (batch, head), tokens per program) of a reduction pass."""
-    blocks = triton.cdiv(n, BLOCK_N)
+def _chunks(bh: int, n: int, block: int) -> Tuple[int, int]:
+    """(programs per (batch, head), tokens per program) of a reduction pass over ``block``-token tiles."""
+    blocks = triton.cdiv(n, block)
     splits = max(1, min(blocks, triton.cdiv(_TARGET_PROGRAMS, bh)))
     per = triton.cdiv(blocks, splits)
-    return triton.cdiv(blocks, per), per * BLOCK_N
+    return triton.cdiv(blocks, per), per * block
+
+
+def _launch(name: str, x: Tensor, tile: int, run: Callable[[int, int], None]) -> None:
+    """``run(block, num_stages)`` with the first of :data:`LAUNCH_CONFIGS` that fits this GPU's shared
+    memory, remembered per kernel ``name``, tile width, dtype and device."""
+    key = (name, tile, x.dtype, x.device)
+    i = _chosen.get(key, 0)
+    while True:
+        try:
+            run(*LAUNCH_CONFIGS[i])
+        except OutOfResources:
+            if i + 1 == len(LAUNCH_CONFIGS):
+                raise
+            i += 1
+            continue
+        _chosen[key] = i
+        return
 
 
 def _rope_args(q: Tensor, sin: Optional[Tensor], cos: Optional[Tensor]) -> Tuple[Tensor, Tensor, bool]:
@@ -277,20 +301,25 @@ def mala_forward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Op
     dp = _tile_width(d)
     sin, cos, rope = _rope_args(q, sin, cos)
     prec = _precision(v)
-    splits, chunk = _chunks(b * h, n)
     f32 = dict(dtype=torch.float32, device=q.device)
-    kv = torch.empty(b * h, splits, dp, dp, **f32)
-    ks = torch.empty(b * h, splits, dp, **f32)
-    vs = torch.empty(b * h, splits, dp, **f32)
-    _mala_fwd_reduce[(b * h, splits)](k, v, sin, cos, kv, ks, vs, n, h, chunk, *k.stride(), *v.stride(),
-                                      D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=4)
-    kv = kv.sum(1).mul_(scale / n)
-    km = ks.sum(1).div_(n)
-    vm = vs.sum(1).div_(n)
+    sums = []
+
+    def reduce(block: int, stages: int) -> None:
+        splits, chunk = _chunks(b * h, n, block)
+        sums[:] = [torch.empty(b * h, splits, dp, dp, **f32), torch.empty(b * h, splits, dp, **f32),
+                   torch.empty(b * h, splits, dp, **f32)]
+        _mala_fwd_reduce[(b * h, splits)](k, v, sin, cos, *sums, n, h, chunk, *k.stride(), *v.stride(),
+                                          D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, num_warps=4,
+                                          num_stages=stages)
+
+    _launch('fwd_reduce', v, dp, reduce)
+    kv = sums[0].sum(1).mul_(scale / n)
+    km = sums[1].sum(1).div_(n)
+    vm = sums[2].sum(1).div_(n)
     out = empty_like_heads(q, v.dtype)
-    _mala_fwd_apply[(b * h, triton.cdiv(n, BLOCK_N))](
+    _launch('fwd_apply', v, dp, lambda block, stages: _mala_fwd_apply[(b * h, triton.cdiv(n, block))](
         q, sin, cos, kv, km, vm, out, n, h, scale, *q.stride(), *out.stride(),
-        D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=4)
+        D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, EPS=EPS, num_warps=4, num_stages=stages))
     return out, kv, km, vm
 
 
@@ -302,25 +331,29 @@ def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: O
     dp = _tile_width(d)
     sin, cos, rope = _rope_args(q, sin, cos)
     prec = _precision(v)
-    splits, chunk = _chunks(b * h, n)
     f32 = dict(dtype=torch.float32, device=q.device)
-    dkv = torch.empty(b * h, splits, dp, dp, **f32)
-    dkm = torch.empty(b * h, splits, dp, **f32)
-    dvm = torch.empty(b * h, splits, dp, **f32)
+    sums = []
     dq = empty_like_heads(q)
-    _mala_bwd_queries[(b * h, splits)](
-        q, grad_out, sin, cos, kv, km, vm, dq, dkv, dkm, dvm, n, h, chunk, scale,
-        *q.stride(), *grad_out.stride(), *dq.stride(),
-        D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, EPS=EPS, num_warps=8)
-    dkv = dkv.sum(1)
-    dkm = dkm.sum(1).div_(n)
-    dvm = dvm.sum(1).div_(n)
+
+    def queries(block: int, stages: int) -> None:
+        splits, chunk = _chunks(b * h, n, block)
+        sums[:] = [torch.empty(b * h, splits, dp, dp, **f32), torch.empty(b * h, splits, dp, **f32),
+                   torch.empty(b * h, splits, dp, **f32)]
+        _mala_bwd_queries[(b * h, splits)](
+            q, grad_out, sin, cos, kv, km, vm, dq, *sums, n, h, chunk, scale,
+            *q.stride(), *grad_out.stride(), *dq.stride(),
+            D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, EPS=EPS, num_warps=8, num_stages=stages)
+
+    _launch('bwd_queries', v, dp, queries)
+    dkv = sums[0].sum(1)
+    dkm = sums[1].sum(1).div_(n)
+    dvm = sums[2].sum(1).div_(n)
     dk = empty_like_heads(k)
     dv = empty_like_heads(v)
-    _mala_bwd_keys[(b * h, triton.cdiv(n, BLOCK_N))](
+    _launch('bwd_keys', v, dp, lambda block, stages: _mala_bwd_keys[(b * h, triton.cdiv(n, block))](
         k, v, sin, cos, dkv, dkm, dvm, dk, dv, n, h, scale / n,
         *k.stride(), *v.stride(), *dk.stride(), *dv.stride(),
-        D=dp, HD=d, BLOCK=BLOCK_N, ROPE=rope, PREC=prec, num_warps=8)
+        D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, num_warps=8, num_stages=stages))
     return dq, dk, dv
 
 

@@ -97,7 +97,7 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     ref = {r['model'].split(' ')[0]: r for r in rows if r['model'].endswith('(reference)')}
     for r in rows:
         base = ref.get(r['model'].split(' ')[0]) or ref.get('MAViT-T')
-        if base and base is not r:
+        if base:  # the reference rows get 1
             r['speedup_vs_reference'] = base['median_ms'] / r['median_ms']
             if 'peak_mem_mib' in r and 'peak_mem_mib' in base:
                 r['memory_vs_reference'] = r['peak_mem_mib'] / base['peak_mem_mib']

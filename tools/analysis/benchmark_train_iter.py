@@ -46,7 +46,8 @@ def main() -> None:
     parser.add_argument('configs', nargs='+')
     parser.add_argument('--batch-size', type=int, default=2)
     parser.add_argument('--shape', type=int, nargs=2, default=(800, 1344), metavar=('H', 'W'))
-    parser.add_argument('--amp', action='store_true', help='fp16 AmpOptimWrapper (dynamic loss scale) for every config, as tools/train.py --amp')
+    parser.add_argument('--amp', action='store_true',
+                        help='fp16 AmpOptimWrapper (dynamic loss scale) for every config, as tools/train.py --amp')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--repeats', type=int, default=20)

@@ -10,7 +10,9 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step)
   seg    512x2048, batch 1, eval forward
   train  2 x 800x1344, forward + backward (loss = sum of the four outputs' means), train mode
 Models: MAViT-{T,S,B,L} with fast_path='off' (reference) and each of --modes ('kernels': Triton
-MALA + channels-last; 'graphs': that with cuda_graphs=True, eval only; 'compile': kernels plus
+MALA + channels-last; 'graphs': that with cuda_graphs=True for inference and, for the training step
+(CUDA only, an experiment: not a MAViT option yet), the whole forward and backward captured with
+torch.cuda.make_graphed_callables; 'compile': kernels plus
 torch.compile'd blocks, minutes of compiling first; --with-cp adds their training step with
 MAViT(with_cp=...)), and
 Swin-T, ConvNeXt-T, ResNet-50 from the installed mmpretrain. Median of --repeats after --warmup,
@@ -21,7 +23,7 @@ import argparse
 import json
 import math
 import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -45,8 +47,17 @@ def peer_backbones() -> Dict[str, Callable[[], nn.Module]]:
             'ResNet-50': lambda: ResNet(depth=50, out_indices=(0, 1, 2, 3))}
 
 
-def step_fn(model: nn.Module, x: torch.Tensor, train: bool, amp: bool) -> Callable[[], object]:
+def graphed_for_training(model: nn.Module, x: torch.Tensor, amp: bool) -> Callable[..., object]:
+    """``model``'s forward and backward on inputs shaped like ``x`` replayed from CUDA graphs (one launch
+    each instead of ~1,000): torch.cuda.make_graphed_callables, autocast's weight cache off as it needs."""
+    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
+        return torch.cuda.make_graphed_callables(model, (x, ), num_warmup_iters=3)
+
+
+def step_fn(model: Callable[..., object], x: torch.Tensor, train: bool, amp: bool,
+            params: Optional[List[nn.Parameter]] = None) -> Callable[[], object]:
     device_type = x.device.type
+    params = list(model.parameters()) if params is None else params
 
     def forward():
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
@@ -62,7 +73,7 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, amp: bool) -> Callab
         outs = forward()
         loss = sum(o.float().mean() for o in outs)
         loss.backward()
-        for p in model.parameters():
+        for p in params:
             p.grad = None
     return train_step
 
@@ -74,14 +85,19 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     x = torch.randn(batch, 3, h, w, device=device)
     rows = []
     for label, make in models.items():
-        if train and label.endswith('(graphs)'):
-            continue  # CUDA graphs serve inference only
+        graphed_step = train and label.endswith('(graphs)')
+        if graphed_step and device.type != 'cuda':
+            continue
         if not train and 'with_cp=' in label:
             continue  # checkpointing changes training only
         model = make().to(device)
         model.train(train)  # some mmpretrain backbones' train() returns None
         try:
-            fn = step_fn(model, x, train, args.amp)
+            if graphed_step:
+                fn = step_fn(graphed_for_training(model, x, args.amp), x, train, args.amp,
+                             list(model.parameters()))
+            else:
+                fn = step_fn(model, x, train, args.amp)
             r = measure(fn, device, args.warmup, args.repeats)
         except torch.OutOfMemoryError:
             r = {'median_ms': math.nan, 'error': 'out of memory'}
@@ -162,15 +178,17 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
         fig.savefig(f, format='png', dpi=120)
 
 
-def profile_seg(args, device) -> None:
-    """Where the time goes: torch.profiler's top kernels for MAViT-T at 512x2048, batch 1."""
+def profile_modes(args, device) -> None:
+    """Where the time goes: torch.profiler's top kernels for MAViT-T, per mode: forwards of one image of
+    ``--profile-shape`` (512x2048), or with ``--profile-train`` training steps on two."""
     from torch.profiler import ProfilerActivity, profile
-    x = torch.randn(1, 3, *args.profile_shape, device=device)
+    train = args.profile_train
+    x = torch.randn(2 if train else 1, 3, *args.profile_shape, device=device)
     lines = []
-    for mode in ['off'] + args.modes:
+    for mode in ['off'] + [m for m in args.modes if not (train and m == 'graphs')]:
         model = MAViT(arch='t', fast_path='kernels' if mode == 'graphs' else mode,
-                      cuda_graphs=mode == 'graphs').to(device).eval()
-        fn = step_fn(model, x, False, args.amp)
+                      cuda_graphs=mode == 'graphs').to(device).train(train)
+        fn = step_fn(model, x, train, args.amp)
         measure(fn, device, 3, 3)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
         with profile(activities=activities) as prof:
@@ -179,7 +197,8 @@ def profile_seg(args, device) -> None:
             if device.type == 'cuda':
                 torch.cuda.synchronize()
         sort = 'cuda_time_total' if device.type == 'cuda' else 'cpu_time_total'
-        lines += [f'## MAViT-T fast_path={mode!r}, {x.shape[2]}x{x.shape[3]}, 5 forwards',
+        what = f'{x.shape[0]} x {x.shape[2]}x{x.shape[3]}, 5 ' + ('training steps' if train else 'forwards')
+        lines += [f'## MAViT-T fast_path={mode!r}, {what}',
                   prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=70)]
     with atomic_write(args.profile) as f:
         f.write('\n'.join(lines).encode())
@@ -192,7 +211,7 @@ def main() -> None:
     parser.add_argument('--modes', nargs='*', default=['kernels', 'graphs', 'compile'],
                         choices=['kernels', 'graphs', 'compile'],
                         help="fast-path modes to time beside the reference (fast_path='off'); graphs: "
-                        "'kernels' with cuda_graphs=True (eval settings only)")
+                        "'kernels' with cuda_graphs=True (training step: make_graphed_callables, CUDA only)")
     parser.add_argument('--with-cp', nargs='*', default=[], choices=['ffn', 'block'],
                         help="also time the training step with MAViT(with_cp=...) for each mode but graphs")
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
@@ -209,6 +228,8 @@ def main() -> None:
     parser.add_argument('--profile', help='profile MAViT-T (reference and fast) at the seg setting; '
                         'write the top kernels to this text file')
     parser.add_argument('--profile-shape', type=int, nargs=2, default=(512, 2048), metavar=('H', 'W'))
+    parser.add_argument('--profile-train', action='store_true',
+                        help='profile training steps on 2 images of --profile-shape instead of forwards')
     parser.add_argument('--out', help='write every figure as json')
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -239,7 +260,7 @@ def main() -> None:
                    f'{"bf16 autocast" if args.amp else "fp32"}, median of {args.repeats}')
 
     if args.profile:
-        profile_seg(args, device)
+        profile_modes(args, device)
     print('\n| setting | model | median ms | img/s | peak MiB | speed-up vs ref | memory vs ref |')
     print('|---|---|---|---|---|---|---|')
     for r in rows:

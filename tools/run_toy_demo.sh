@@ -5,7 +5,7 @@
 #   3. trains MAViT-T Mask R-CNN, its backbone initialised from step 2 (as the paper starts from ImageNet
 #      weights), and evaluates it with the COCO evaluator (bbox + segm mAP);
 #   4. draws the predictions of both under work_dirs/toy_*/ and checks the metrics show learning.
-# About 10 minutes on 2 CPU cores. Usage: bash tools/run_toy_demo.sh [WORK_ROOT=work_dirs]
+# About 12-18 minutes on 2 CPU cores. Usage: bash tools/run_toy_demo.sh [WORK_ROOT=work_dirs]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"

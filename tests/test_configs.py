@@ -83,17 +83,19 @@ def test_detector_roi_features_read_plain_nchw_maps():
     """mmcv's RoIAlign reads its input as contiguous NCHW whatever its strides. The backbone's maps
     (and so the FPN's: convolutions keep the memory format) must be plain NCHW, or the RoI heads get
     scrambled features: with channels-last maps the toy detector's RoI classifier never left
-    "background" (docs/toy.md)."""
+    "background" (docs/toy.md). Checked against torchvision's independent RoIAlign, which honours strides."""
+    tv_ops = pytest.importorskip('torchvision.ops')
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask_rcnn', 'mask-rcnn_mavit-t_fpn_1x_coco.py'))
     cfg.model.backbone.init_cfg = None
     model = build_model(cfg).eval()
     torch.manual_seed(0)
+    # both boxes under 112 px (sqrt of the area): mmdet maps them to the stride-4 level
+    rois = torch.tensor([[0., 4., 8., 60., 50.], [0., 30., 10., 120., 90.]])
     with DefaultScope.overwrite_default_scope('mmdet'), torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 96, 128))
-        assert all(f.is_contiguous() for f in feats)
-        rois = torch.tensor([[0., 4., 8., 60., 50.], [0., 30., 10., 120., 90.]])
         extractor = model.roi_head.bbox_roi_extractor
-        n = extractor.num_inputs
-        got = extractor(feats[:n], rois)
-        want = extractor([f.contiguous() for f in feats[:n]], rois)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
+        got = extractor(feats[:extractor.num_inputs], rois)
+    want = tv_ops.roi_align(feats[0].contiguous(), rois, output_size=7, spatial_scale=0.25, sampling_ratio=0,
+                            aligned=True)
+    assert all(f.is_contiguous() for f in feats)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -123,11 +123,11 @@ def test_train_iteration_benchmark_runs_on_cpu(tmp_path):
 
 
 def test_backbone_benchmark_runs_on_cpu(tmp_path):
-    """Each mode and a peer on the same inputs; ratios against the same arch's reference; the
-    CUDA-graph mode is left out of training steps, with_cp out of inference; the sweep has all three attention kinds."""
+    """Each mode and a peer on the same inputs; ratios against the same arch's reference; with_cp
+    (here the combined ('ffn', 'stem')) only in training steps; the sweep has all three attention kinds."""
     out_json = tmp_path / 'bench.json'
     out = run('tools/analysis/benchmark_backbone.py', '--device', 'cpu', '--archs', 't', '--peers', 'ResNet-50',
-              '--modes', 'kernels', 'graphs', '--with-cp', 'ffn', '--settings', 'cls', 'train', '--batch-scale', '0.02',
+              '--modes', 'kernels', 'graphs', '--with-cp', 'ffn+stem', '--settings', 'cls', 'train', '--batch-scale', '0.02',
               '--size-scale', '0.1', '--warmup', '1', '--repeats', '1', '--sweep', str(tmp_path / 'sweep.png'),
               '--sweep-sizes', '64', '--out', str(out_json))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -135,7 +135,8 @@ def test_backbone_benchmark_runs_on_cpu(tmp_path):
     labels = [(r['setting'], r['model']) for r in result['rows']]
     assert labels == [('cls', 'MAViT-T (reference)'), ('cls', 'MAViT-T (kernels)'), ('cls', 'MAViT-T (graphs)'),
                       ('cls', 'ResNet-50'), ('train', 'MAViT-T (reference)'), ('train', 'MAViT-T (kernels)'),
-                      ('train', 'MAViT-T (kernels, with_cp=ffn)'), ('train', 'ResNet-50')]
+                      ('train', 'MAViT-T (kernels, with_cp=ffn+stem)'), ('train', 'MAViT-T (graphs)'),
+                      ('train', 'MAViT-T (graphs, with_cp=ffn+stem)'), ('train', 'ResNet-50')]
     for r in result['rows']:
         ref = next(x for x in result['rows'] if x['setting'] == r['setting'] and x['model'].endswith('(reference)'))
         assert abs(r['speedup_vs_reference'] - ref['median_ms'] / r['median_ms']) < 1e-9

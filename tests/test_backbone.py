@@ -126,7 +126,11 @@ def test_custom_arch_dict():
     (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
     (dict(attn_types='flash'), 'Unknown attention type'),
     (dict(attn_types=['mala', 'mala']), 'one entry per stage'),
-    (dict(with_cp='all'), r"with_cp must be one of \(False, True, 'block', 'ffn'\)"),
+    (dict(with_cp='all'), r"with_cp must be False, True \(= 'block'\), one of \('block', 'ffn', 'stem'\)"),
+    (dict(with_cp=('ffn', 'block')), "'block' already recomputes the FFNs"),
+    (dict(cuda_graphs='always'), r"cuda_graphs must be one of \(False, True, 'eval', 'train', 'all'\)"),
+    (dict(cuda_graphs='train', with_cp=True), "cannot capture with_cp='block'"),
+    (dict(cuda_graphs='all', fast_path='compile'), "mode='reduce-overhead'"),
 ])
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -168,8 +172,10 @@ def test_syncbn_by_config():
     assert isinstance(model.layers[0].downsample.norm, nn.SyncBatchNorm)
 
 
-@pytest.mark.parametrize('with_cp', [True, 'block', 'ffn'])
-def test_with_cp_same_values_and_gradients(with_cp):
+@pytest.mark.parametrize('with_cp', [True, 'block', 'ffn', 'stem', ('ffn', 'stem'), ['block', 'stem']])
+def test_with_cp_same_values_gradients_and_bn_statistics(with_cp):
+    """Recomputation changes nothing: outputs, gradients, and BN running statistics updated once
+    per step (the stem's recomputation runs its BNs again; they must not count twice)."""
     torch.manual_seed(0)
     a = MAViT(arch='tiny', drop_path_rate=0.0)
     b = MAViT(arch='tiny', drop_path_rate=0.0, with_cp=with_cp)
@@ -177,13 +183,17 @@ def test_with_cp_same_values_and_gradients(with_cp):
     x = torch.randn(2, 3, 32, 48)
     outs = []
     for m in (a, b):
-        out = m(x)
-        sum((o * o.flip(1)).mean() for o in out).backward()
+        for _ in range(2):
+            out = m(x)
+            sum((o * o.flip(1)).mean() for o in out).backward()
         outs.append(out)
     for oa, ob in zip(*outs):
         torch.testing.assert_close(ob, oa, rtol=0, atol=0)
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-6, atol=1e-7, msg=name)
+    for (name, ba), bb in zip(a.named_buffers(), b.buffers()):
+        torch.testing.assert_close(bb, ba, rtol=0, atol=0, msg=name)
+    assert int(b.patch_embed.proj[1].num_batches_tracked) == 2
 
 
 def test_ffn_recompute_reruns_gelu_and_the_depthwise_conv_only():

@@ -166,13 +166,39 @@ def test_fast_path_serves_every_resolution_without_recompiling_per_size():
     assert dynamo_utils.counters['stats']['unique_graphs'] <= 4  # at most a dynamic re-trace per stage
 
 
-def test_cuda_graphs_are_a_no_op_on_cpu():
-    model = randomize_(MAViT(arch='t', cuda_graphs=True)).eval()
+@pytest.mark.parametrize('mode', [True, 'all'])
+def test_cuda_graphs_are_a_no_op_on_cpu(mode):
+    model = randomize_(MAViT(arch='t', cuda_graphs=mode, drop_path_rate=0.0))
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
-        outs = model(x)
-        ref = model.set_fast_path('off')(x)
+        outs = model.eval()(x)
+        ref = copy.deepcopy(model).set_fast_path('off')(x)
     assert all(torch.equal(a, b) for a, b in zip(outs, ref))
+    train_outs = [model.train()(x) for _ in range(2)]  # twice: a shape is captured when seen again
+    assert all(torch.equal(a, b) for a, b in zip(*train_outs)) and train_outs[0][0].requires_grad
+
+
+def test_graph_gradient_buffers_must_not_become_grad():
+    """Why the training graphs hand out copies of their gradients (not torch.cuda.make_graphed_callables,
+    whose backward returns its static buffers): autograd keeps a returned gradient tensor as ``.grad``
+    itself, so the next replay, writing the buffer, rewrites the accumulated gradient."""
+    static_grad = torch.zeros(3)
+
+    class ReturnsStaticBuffer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight):
+            return x * weight.detach()
+
+        @staticmethod
+        def backward(ctx, grad):
+            static_grad.copy_(grad)  # what a graph replay does
+            return None, static_grad.detach()
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    ReturnsStaticBuffer.apply(torch.ones(3), weight).mul(1.0).sum().backward()  # gradient 1
+    assert weight.grad.data_ptr() == static_grad.data_ptr()  # kept, not copied
+    ReturnsStaticBuffer.apply(torch.ones(3), weight).mul(5.0).sum().backward()  # accumulates 5
+    assert weight.grad.tolist() == [10.0] * 3  # not 6: the first gradient was overwritten, then doubled
 
 
 @needs_cuda
@@ -196,3 +222,76 @@ def test_cuda_graphs_replay_fresh_results_per_input_and_shape():
     graphed.train()
     outs = graphed(torch.randn(2, 3, 64, 64, device='cuda', requires_grad=True))
     assert outs[0].requires_grad and len(cuda_graphs._CACHES[graphed]) == 3
+
+
+def _zero_grads(*models, set_to_none: bool) -> None:
+    for m in models:
+        m.zero_grad(set_to_none=set_to_none)
+
+
+@needs_cuda
+@pytest.mark.parametrize('with_cp', [False, ('ffn', 'stem')], ids=['keep', 'ffn+stem'])
+@pytest.mark.parametrize('dtype', [None, torch.bfloat16], ids=['fp32', 'bf16'])
+def test_cuda_graphs_train_steps_match_eager(dtype, with_cp):
+    """cuda_graphs='train' against the same model run eagerly, step by step: the first sighting of a shape
+    eager, the second captured and replayed, then replays; new inputs each step; gradients accumulated over
+    two steps and zeroed both ways; a second shape; outputs, input and parameter gradients, BN statistics."""
+    from mavit_mm.models.layers import cuda_graphs
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', fast_path='kernels', drop_path_rate=0.0, with_cp=with_cp)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    graphed.cuda_graphs = 'train'
+    tol = 1e-5 if dtype is None else 2e-2
+    shapes = [(2, 3, 96, 128)] * 4 + [(1, 3, 64, 96)] * 3
+    for step, shape in enumerate(shapes):
+        if step != 3:  # step 3 accumulates onto step 2's gradients
+            _zero_grads(eager, graphed, set_to_none=step % 2 == 0)
+        x = torch.randn(*shape, device='cuda')
+        outs_g, gx_g, grads_g = forward_backward(graphed, x, dtype)
+        outs_e, gx_e, grads_e = forward_backward(eager, x, dtype)
+        assert max(rel_err(a, b) for a, b in zip(outs_g, outs_e)) < tol, step
+        assert rel_err(gx_g, gx_e) < tol, step
+        assert grad_err(grads_g, grads_e) < tol, step
+        for (name, b_e), b_g in zip(eager.named_buffers(), graphed.buffers()):
+            assert rel_err(b_g.float(), b_e.float()) < 1e-5, (step, name)
+    state = cuda_graphs._TRAIN[graphed]
+    # each shape ran eagerly once, then from its graphs: steps 1-3 and 5-6
+    assert len(state.entries) == 2 and state.replays == 5
+
+
+@needs_cuda
+def test_cuda_graphs_train_second_forward_before_backward_runs_eagerly():
+    """Two forwards before one backward (two views through one backbone): the graphs hold one set of
+    saved activations, so the second forward runs eagerly and both gradients stay right."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', fast_path='kernels', drop_path_rate=0.0)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    graphed.cuda_graphs = 'train'
+    x1, x2 = torch.randn(2, 2, 3, 64, 96, device='cuda')
+    for _ in range(2):  # capture
+        sum(o.mean() for o in graphed(x1)).backward()
+        sum(o.mean() for o in eager(x1)).backward()
+    _zero_grads(eager, graphed, set_to_none=True)
+    with pytest.warns(RuntimeWarning, match='second forward before the backward'):
+        loss_g = sum((a * b).mean() for a, b in zip(graphed(x1), graphed(x2)))
+    loss_e = sum((a * b).mean() for a, b in zip(eager(x1), eager(x2)))
+    loss_g.backward()
+    loss_e.backward()
+    assert rel_err(loss_g, loss_e) < 1e-5
+    assert grad_err({n: p.grad for n, p in graphed.named_parameters()},
+                    {n: p.grad for n, p in eager.named_parameters()}) < 1e-5
+
+
+@needs_cuda
+def test_cuda_graphs_train_replays_draw_new_drop_path_masks():
+    model = randomize_(MAViT(arch='t', fast_path='kernels', drop_path_rate=0.5, cuda_graphs='train')).cuda().train()
+    x = torch.randn(2, 3, 64, 96, device='cuda')
+    outs = []
+    for _ in range(4):  # eager, capture + replay, replay, replay
+        out = model(x)
+        sum(o.mean() for o in out).backward()
+        outs.append(out[-1].detach())
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert not torch.equal(outs[2], outs[3]) and not torch.equal(outs[1], outs[2])

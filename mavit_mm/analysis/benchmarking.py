@@ -45,10 +45,12 @@ def time_it(fn: Callable[[], object], device: torch.device, warmup: int = 5,
 
 
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5,
-            repeats: int = 20) -> Dict[str, float]:
-    """Median and spread of ``fn``'s time (ms) and, on CUDA, its peak memory (MiB) after warm-up."""
+            repeats: int = 20, settle: int = 1) -> Dict[str, float]:
+    """Median and spread of ``fn``'s time (ms) and, on CUDA, its peak memory (MiB) after warm-up:
+    after ``settle`` calls (one; more where the first calls capture CUDA graphs)."""
     if device.type == 'cuda':
-        fn()
+        for _ in range(settle):
+            fn()
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
     times = time_it(fn, device, warmup, repeats)

@@ -10,26 +10,26 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step)
   seg    512x2048, batch 1, eval forward
   train  2 x 800x1344, forward + backward (loss = sum of the four outputs' means), train mode
 Models: MAViT-{T,S,B,L} with fast_path='off' (reference) and each of --modes ('kernels': Triton
-MALA + channels-last; 'graphs': that with cuda_graphs=True for inference and, for the training step
-(CUDA only, an experiment: not a MAViT option yet), the whole forward and backward captured with
-torch.cuda.make_graphed_callables; 'compile': kernels plus
-torch.compile'd blocks, minutes of compiling first; --with-cp adds their training step with
-MAViT(with_cp=...)), and
+MALA + channels-last; 'graphs': that replayed from CUDA graphs, MAViT(cuda_graphs='all'), inference
+and training step; 'compile': kernels plus torch.compile'd blocks, minutes of compiling first;
+--with-cp adds their training step with MAViT(with_cp=...)), and
 Swin-T, ConvNeXt-T, ResNet-50 from the installed mmpretrain. Median of --repeats after --warmup,
-images/s, peak memory after warm-up; ratios against the same arch's reference path. --sweep
+images/s, peak memory after warm-up (with CUDA graphs: the replays' peak plus what the graphs' memory
+pool holds beyond it); ratios against the same arch's reference path. --sweep
 times one stage-1 attention layer (MALA vs softmax through SDPA) from 256^2 to 2048^2 images.
 """
 import argparse
 import json
 import math
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from mavit_mm import MAViT
 from mavit_mm.analysis.benchmarking import environment, measure
+from mavit_mm.models.layers.cuda_graphs import graph_pool_bytes
 from mavit_mm.models.layers.mala import MALAttention
 from mavit_mm.models.layers.rotary import RotaryEmbedding2d
 from mavit_mm.models.layers.softmax_attention import RoPESoftmaxAttention
@@ -47,17 +47,12 @@ def peer_backbones() -> Dict[str, Callable[[], nn.Module]]:
             'ResNet-50': lambda: ResNet(depth=50, out_indices=(0, 1, 2, 3))}
 
 
-def graphed_for_training(model: nn.Module, x: torch.Tensor, amp: bool) -> Callable[..., object]:
-    """``model``'s forward and backward on inputs shaped like ``x`` replayed from CUDA graphs (one launch
-    each instead of ~1,000): torch.cuda.make_graphed_callables, autocast's weight cache off as it needs."""
-    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=amp, cache_enabled=False):
-        return torch.cuda.make_graphed_callables(model, (x, ), num_warmup_iters=3)
+WITH_CP = {'ffn': 'ffn', 'block': 'block', 'stem': 'stem', 'ffn+stem': ('ffn', 'stem')}
 
 
-def step_fn(model: Callable[..., object], x: torch.Tensor, train: bool, amp: bool,
-            params: Optional[List[nn.Parameter]] = None) -> Callable[[], object]:
+def step_fn(model: nn.Module, x: torch.Tensor, train: bool, amp: bool) -> Callable[[], object]:
     device_type = x.device.type
-    params = list(model.parameters()) if params is None else params
+    params = list(model.parameters())
 
     def forward():
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
@@ -85,23 +80,19 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     x = torch.randn(batch, 3, h, w, device=device)
     rows = []
     for label, make in models.items():
-        graphed_step = train and label.endswith('(graphs)')
-        if graphed_step and device.type != 'cuda':
-            continue
         if not train and 'with_cp=' in label:
             continue  # checkpointing changes training only
         model = make().to(device)
         model.train(train)  # some mmpretrain backbones' train() returns None
+        graphed = getattr(model, 'cuda_graphs', False) and device.type == 'cuda'
         try:
-            if graphed_step:
-                fn = step_fn(graphed_for_training(model, x, args.amp), x, train, args.amp,
-                             list(model.parameters()))
-            else:
-                fn = step_fn(model, x, train, args.amp)
-            r = measure(fn, device, args.warmup, args.repeats)
-            if graphed_step:  # the graphs' private pool is reserved at capture, before the peak is reset
-                r.pop('peak_mem_mib', None)
-                r['note'] = 'peak memory not comparable (CUDA-graph pool reserved at capture)'
+            fn = step_fn(model, x, train, args.amp)
+            # training graphs capture at the second call: settle after the capture, then reset the peak
+            r = measure(fn, device, args.warmup, args.repeats, settle=3 if graphed else 1)
+            if graphed:  # memory the graphs' pool holds beyond the live tensors counted in the peak
+                reserved, allocated = graph_pool_bytes(model)
+                r['graph_pool_idle_mib'] = (reserved - allocated) / 2**20
+                r['peak_mem_mib'] += r['graph_pool_idle_mib']
         except torch.OutOfMemoryError:
             r = {'median_ms': math.nan, 'error': 'out of memory'}
         r.update(setting=name, model=label, shape=[batch, 3, h, w],
@@ -188,9 +179,9 @@ def profile_modes(args, device) -> None:
     train = args.profile_train
     x = torch.randn(2 if train else 1, 3, *args.profile_shape, device=device)
     lines = []
-    for mode in ['off'] + [m for m in args.modes if not (train and m == 'graphs')]:
+    for mode in ['off'] + list(args.modes):
         model = MAViT(arch='t', fast_path='kernels' if mode == 'graphs' else mode,
-                      cuda_graphs=mode == 'graphs').to(device).train(train)
+                      cuda_graphs='all' if mode == 'graphs' else False).to(device).train(train)
         fn = step_fn(model, x, train, args.amp)
         measure(fn, device, 3, 3)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -214,9 +205,10 @@ def main() -> None:
     parser.add_argument('--modes', nargs='*', default=['kernels', 'graphs', 'compile'],
                         choices=['kernels', 'graphs', 'compile'],
                         help="fast-path modes to time beside the reference (fast_path='off'); graphs: "
-                        "'kernels' with cuda_graphs=True (training step: make_graphed_callables, CUDA only)")
-    parser.add_argument('--with-cp', nargs='*', default=[], choices=['ffn', 'block'],
-                        help="also time the training step with MAViT(with_cp=...) for each mode but graphs")
+                        "'kernels' with cuda_graphs='all'")
+    parser.add_argument('--with-cp', nargs='*', default=[], choices=list(WITH_CP),
+                        help="also time the training step with MAViT(with_cp=...) for each mode "
+                        "(graphs: not 'block'); ffn+stem is with_cp=('ffn', 'stem')")
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument('--peers', nargs='*', default=None,
                         help='peer backbones (default all: Swin-T ConvNeXt-T ResNet-50); none if empty')
@@ -246,11 +238,11 @@ def main() -> None:
     for a in args.archs:
         models[f'MAViT-{a.upper()} (reference)'] = lambda a=a: MAViT(arch=a, fast_path='off')
         for mode in args.modes:
-            models[f'MAViT-{a.upper()} ({mode})'] = lambda a=a, mode=mode: MAViT(
-                arch=a, fast_path='kernels' if mode == 'graphs' else mode, cuda_graphs=mode == 'graphs')
-            for cp in (args.with_cp if mode != 'graphs' else []):
-                models[f'MAViT-{a.upper()} ({mode}, with_cp={cp})'] = lambda a=a, mode=mode, cp=cp: MAViT(
-                    arch=a, fast_path=mode, with_cp=cp)
+            for cp in [None] + [c for c in args.with_cp if not (mode == 'graphs' and c == 'block')]:
+                label = f'MAViT-{a.upper()} ({mode}' + (f', with_cp={cp})' if cp else ')')
+                models[label] = lambda a=a, mode=mode, cp=cp: MAViT(
+                    arch=a, fast_path='kernels' if mode == 'graphs' else mode, with_cp=WITH_CP[cp] if cp else False,
+                    cuda_graphs='all' if mode == 'graphs' else False)
     peers = peer_backbones()
     for name in (list(peers) if args.peers is None else args.peers):
         models[name] = peers[name]

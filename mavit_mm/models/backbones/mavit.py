@@ -5,9 +5,10 @@ A convolutional stem to stride 4, then four stages of :class:`MAViTBlock` at str
 and stages 3-4 softmax attention, as in every released checkpoint. Parameter and
 buffer names equal the authors' release, so its checkpoints load without remapping.
 """
+import contextlib
 import copy
 import functools
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
@@ -20,13 +21,47 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
-from ..layers.cuda_graphs import graphs_applicable, run_graphed
+from ..layers.cuda_graphs import (CUDA_GRAPHS_MODES, graphs_applicable, run_graphed, run_graphed_train,
+                                   train_graphs_applicable)
 from ..layers.fast_path import FAST_PATH_MODES, resolve_fast_path, run_block_compiled
 from ..layers.rotary import RotaryEmbedding2d
 from ..utils.pretrained import load_pretrained_backbone
 
 DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
-WITH_CP_MODES = (False, True, 'block', 'ffn')
+WITH_CP_PARTS = ('block', 'ffn', 'stem')
+
+
+def parse_with_cp(with_cp: Union[bool, str, Sequence[str]]) -> FrozenSet[str]:
+    """``with_cp`` as the set of parts it recomputes: ``False`` -> {}, ``True`` -> {'block'}, a part
+    name or a sequence of them (``('ffn', 'stem')``)."""
+    if with_cp is False or with_cp is None:
+        return frozenset()
+    if with_cp is True:
+        return frozenset({'block'})
+    parts = [with_cp] if isinstance(with_cp, str) else list(with_cp) if isinstance(with_cp, (list, tuple)) else None
+    if parts is None or not parts or any(p not in WITH_CP_PARTS for p in parts):
+        raise ValueError(f'with_cp must be False, True (= \'block\'), one of {WITH_CP_PARTS} or a list of them '
+                         f"such as ('ffn', 'stem'), got {with_cp!r}")
+    if {'block', 'ffn'} <= set(parts):
+        raise ValueError("with_cp: 'block' already recomputes the FFNs; use ('block', 'stem') or ('ffn', 'stem')")
+    return frozenset(parts)
+
+
+@contextlib.contextmanager
+def _batch_norms_keep_running_stats(module: nn.Module) -> Iterator[None]:
+    """Put the BatchNorm running statistics of ``module`` back as they were on entry: for the
+    recomputation of a checkpointed stem, whose first pass already updated them. (Turning the
+    tracking off instead would change what the recomputation saves, which checkpointing rejects.)"""
+    norms = [m for m in module.modules() if isinstance(m, _BatchNorm) and m.track_running_stats and m.training]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 class ConvStem(nn.Module):
@@ -36,8 +71,9 @@ class ConvStem(nn.Module):
     convs at 0, 3, 6, 9, norms at 1, 4, 7, 10, GELUs at 2, 5, 8.
     """
 
-    def __init__(self, in_channels: int, embed_dims: int, norm_cfg: dict) -> None:
+    def __init__(self, in_channels: int, embed_dims: int, norm_cfg: dict, recompute: bool = False) -> None:
         super().__init__()
+        self.recompute = recompute
         mid = embed_dims // 2
         layers: List[nn.Module] = []
         for i, (c_in, c_out, stride) in enumerate(
@@ -48,6 +84,12 @@ class ConvStem(nn.Module):
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.recompute and torch.is_grad_enabled() and (
+                x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            # keep only the image; the stride-2 and stride-4 maps are rebuilt in the backward
+            return cp.checkpoint(self.proj, x, use_reentrant=False, preserve_rng_state=False,
+                                 context_fn=lambda: (contextlib.nullcontext(),
+                                                     _batch_norms_keep_running_stats(self.proj)))
         return self.proj(x)
 
 
@@ -71,15 +113,15 @@ class MAViTStage(nn.Module):
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, attn_types: Sequence[str],
                  mlp_ratio: float, drop_paths: Sequence[float], layer_scale_init_value: float,
-                 out_channels: Optional[int], norm_cfg: dict, with_cp: Union[bool, str] = False,
+                 out_channels: Optional[int], norm_cfg: dict, with_cp: FrozenSet[str] = frozenset(),
                  fast_path: str = 'off') -> None:
         super().__init__()
-        self.with_cp = with_cp in (True, 'block')
+        self.with_cp = 'block' in with_cp
         self.fast_path = fast_path
         self.RoPE = RotaryEmbedding2d(embed_dims, num_heads)
         self.blocks = nn.ModuleList([
             MAViTBlock(embed_dims, num_heads, attn_types[j], mlp_ratio, drop_paths[j],
-                       layer_scale_init_value, ffn_recompute=with_cp == 'ffn') for j in range(depth)
+                       layer_scale_init_value, ffn_recompute='ffn' in with_cp) for j in range(depth)
         ])
         self.downsample = (Downsample(embed_dims, out_channels, norm_cfg)
                            if out_channels is not None else None)
@@ -126,21 +168,26 @@ class MAViT(BaseModule):
             with their output norms; -1 freezes nothing. Defaults to -1.
         norm_eval (bool): Keep BN layers (SyncBN included) in eval mode while training.
             Defaults to False.
-        with_cp (bool | str): Activation checkpointing while training. ``True`` / ``'block'``:
-            each block keeps only its input and runs again in the backward (least memory, most
-            recomputation). ``'ffn'``: each FFN keeps only fc1's output and recomputes GELU and
-            the depthwise residual in the backward (the FFN's hidden maps are the largest
-            activations; see ``tools/analysis/activation_memory.py``). ``False``: keep everything.
-            Defaults to False.
+        with_cp (bool | str | Sequence[str]): Activation checkpointing while training, by part.
+            ``'block'`` (or ``True``): each block keeps only its input and runs again in the
+            backward (least memory, most recomputation). ``'ffn'``: each FFN keeps only fc1's
+            output and recomputes GELU and the depthwise residual in the backward (the FFN's hidden
+            maps are the largest activations; see ``tools/analysis/activation_memory.py``).
+            ``'stem'``: the stem keeps only the image and runs again in the backward (its stride-2
+            maps are the next largest; BN running statistics are updated once). Combine as
+            ``('ffn', 'stem')``. ``False``: keep everything. Defaults to False.
         fast_path (str): ``'auto'`` (the fast path on CUDA, the reference elsewhere),
             ``'kernels'`` (fused Triton MALA kernels and channels-last maps on CUDA),
             ``'compile'`` (``'kernels'`` plus blocks through ``torch.compile``) or ``'off'`` (the
             plain PyTorch reference). All compute the same function; see ``layers/fast_path.py``
             and docs/benchmarks.md. Defaults to ``'auto'``.
-        cuda_graphs (bool): With the fast path on, replay no-grad eval forwards from CUDA graphs
-            captured per input shape (up to 8 kept): removes the launch overhead that bounds small
-            batches. For fixed-size inference (sliding-window crops); training is unaffected.
-            Defaults to False.
+        cuda_graphs (bool | str): With the fast path on, replay the backbone from CUDA graphs
+            captured per input shape: removes the launch overhead that bounds small batches and the
+            training step. ``'eval'`` (or ``True``): no-grad eval forwards (up to 8 shapes kept; for
+            fixed-size inference such as sliding-window crops). ``'train'``: training forwards and
+            their backward (a shape is captured the second time it is seen, up to 8 shapes; others
+            run eagerly; for fixed-size crops; see ``layers/cuda_graphs.py`` for what it needs).
+            ``'all'``: both. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -172,9 +219,9 @@ class MAViT(BaseModule):
                  out_norms: bool = True,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 with_cp: Union[bool, str] = False,
+                 with_cp: Union[bool, str, Sequence[str]] = False,
                  fast_path: str = 'auto',
-                 cuda_graphs: bool = False,
+                 cuda_graphs: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -191,8 +238,15 @@ class MAViT(BaseModule):
             raise ValueError(f'frozen_stages must be in [-1, {num_stages}] (-1 freezes nothing, 0 the '
                              f'stem, k the stem and the first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
-        if with_cp not in WITH_CP_MODES:
-            raise ValueError(f"with_cp must be one of {WITH_CP_MODES} (True is 'block'), got {with_cp!r}")
+        self.with_cp = parse_with_cp(with_cp)
+        if cuda_graphs not in CUDA_GRAPHS_MODES:
+            raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPHS_MODES} (True is 'eval'), got {cuda_graphs!r}")
+        if cuda_graphs in ('train', 'all') and 'block' in self.with_cp:
+            raise ValueError("cuda_graphs='train' cannot capture with_cp='block' (it re-seeds DropPath in the "
+                             "backward); use with_cp='ffn' or ('ffn', 'stem') for memory")
+        if cuda_graphs in ('train', 'all') and fast_path == 'compile':
+            raise ValueError("cuda_graphs='train' replays the 'kernels' fast path; with fast_path='compile' use "
+                             "torch.compile's own graphs (mode='reduce-overhead') instead, or fast_path='auto'")
         self.norm_eval = norm_eval
         self.cuda_graphs = cuda_graphs
         self.attn_types = self._parse_attn_types(attn_types, depths)
@@ -202,14 +256,14 @@ class MAViT(BaseModule):
         layer_init_values = self.arch_settings.get('layer_init_values', [1.0] * num_stages)
         mlp_ratio = self.arch_settings.get('mlp_ratio', 3.5)
 
-        self.patch_embed = ConvStem(in_channels, embed_dims[0], norm_cfg)
+        self.patch_embed = ConvStem(in_channels, embed_dims[0], norm_cfg, recompute='stem' in self.with_cp)
         self.layers = nn.ModuleList()
         for i in range(num_stages):
             start = sum(depths[:i])
             self.layers.append(MAViTStage(
                 embed_dims[i], depths[i], self.arch_settings['num_heads'][i], self.attn_types[i],
                 mlp_ratio, dpr[start:start + depths[i]], layer_init_values[i],
-                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, with_cp, fast_path))
+                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, self.with_cp, fast_path))
         self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims)
                             if out_norms else None)
         self.apply(self._init_module)
@@ -336,9 +390,11 @@ class MAViT(BaseModule):
                 f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
                 f'mean/std to as many values), or convert the images to {self.in_channels} channels '
                 f"(LoadImageFromFile color_type='color').")
-        fast = resolve_fast_path(self.fast_path, x) != 'off'
-        if fast and self.cuda_graphs and graphs_applicable(self, x):
+        mode = resolve_fast_path(self.fast_path, x)
+        if mode != 'off' and self.cuda_graphs in (True, 'eval', 'all') and graphs_applicable(self, x):
             return run_graphed(self, self._forward, x)
+        if mode == 'kernels' and self.cuda_graphs in ('train', 'all') and train_graphs_applicable(self, x):
+            return run_graphed_train(self, self._forward, x)
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tuple[Tensor, ...]:

@@ -59,7 +59,8 @@ class ConvFFN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.fc1(x)
         if self.recompute and x.requires_grad:
-            return checkpoint(self._after_fc1, x, use_reentrant=False)
+            # nothing random inside: no RNG state to save (and none to read during a CUDA-graph capture)
+            return checkpoint(self._after_fc1, x, use_reentrant=False, preserve_rng_state=False)
         return self._after_fc1(x)
 
 

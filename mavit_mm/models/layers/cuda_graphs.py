@@ -1,18 +1,34 @@
-"""Inference replayed from captured CUDA graphs: the fix for launch-bound small batches.
+"""The backbone replayed from captured CUDA graphs: the fix for launch-bound small batches and steps.
 
-At batch 1 a MAViT-T forward is ~hundreds of small kernels; at 512x2048 the GPU finishes them
-faster than Python and the dispatcher can launch them (docs/benchmarks.md has the profile). A CUDA
-graph records the launches once per input shape and replays them with one call.
+At batch 1 a MAViT-T forward is ~hundreds of small kernels, and a training step at 2 x 800x1344
+about a thousand; the GPU finishes them faster than Python and the dispatcher can launch them
+(docs/benchmarks.md has the profiles). A CUDA graph records the launches once per input shape and
+replays them with one call.
 
-Use for fixed-size inference (mmseg's sliding-window crops, a fixed test scale); every new input
-shape costs a capture and keeps its graph (the least recently used of ``max_graphs`` is dropped).
+- Inference (:func:`run_graphed`, ``MAViT(cuda_graphs='eval')``): no-grad eval forwards; every new
+  input shape costs a capture and keeps its graph (the least recently used of ``max_graphs`` is dropped).
+- Training (:func:`run_graphed_train`, ``MAViT(cuda_graphs='train')``): the forward and its backward
+  as two graphs per input shape, replayed by one autograd function. Gradients reach ``.grad`` as usual
+  (fresh tensors, so gradient accumulation and ``zero_grad(set_to_none=False)`` work), BN running
+  statistics and DropPath draw anew on every replay. What it needs: the input shapes repeat (fixed-size
+  crops); no SyncBN (collectives are not captured) and no ``with_cp='block'`` (it re-seeds DropPath in
+  the backward); one backward per forward before the next forward of the same backbone (a second
+  forward while a backward is pending runs eagerly, with a warning).
+
+``torch.cuda.make_graphed_callables`` is not used for training: its backward hands autograd the
+graph's own gradient buffers, which ``.grad`` then aliases, so the next replay overwrites
+accumulated gradients (``tests/test_fast_path.py::test_graph_gradient_buffers_must_not_become_grad``).
 """
+import warnings
 import weakref
 from collections import OrderedDict
-from typing import Callable, Hashable, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+# MAViT(cuda_graphs=...): True is 'eval' (the original meaning)
+CUDA_GRAPHS_MODES = (False, True, 'eval', 'train', 'all')
 
 # graphs per module, outside the module so that deepcopy / pickling of a model never meets them
 _CACHES: 'weakref.WeakKeyDictionary[nn.Module, OrderedDict]' = weakref.WeakKeyDictionary()
@@ -69,6 +85,179 @@ def run_graphed(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x
 
 
 def clear_graphs(module: nn.Module) -> None:
-    """Drop the module's captured graphs (and with them their memory)."""
+    """Drop the module's captured graphs, inference and training (and with them their memory)."""
     _CACHES.pop(module, None)
     _POOLS.pop(module, None)
+    _TRAIN.pop(module, None)
+
+
+# ---------------------------------------------------------------------------------------- training
+class _Entry:
+    """The two graphs of one input shape and the static tensors they read and write."""
+
+    def __init__(self, static_x: Tensor, params: Tuple[nn.Parameter, ...]) -> None:
+        self.static_x = static_x
+        self.params = params
+        self.fwd = torch.cuda.CUDAGraph()
+        self.bwd = torch.cuda.CUDAGraph()
+        self.static_out: Tuple[Tensor, ...] = ()
+        self.static_grad_out: Tuple[Tensor, ...] = ()
+        self.static_grads: Tuple[Optional[Tensor], ...] = ()  # x (if it needs one), then params
+
+
+class _Token:
+    """One forward replay; ``done`` once its backward has replayed."""
+    done = False
+
+
+class _TrainState:
+    """A module's training graphs: one memory pool for all shapes (their replays never overlap:
+    a forward waits for the previous backward), the shapes seen so far, the pending forward."""
+
+    def __init__(self) -> None:
+        self.entries: Dict[Hashable, _Entry] = {}
+        self.seen: Dict[Hashable, int] = {}
+        self.pool = torch.cuda.graph_pool_handle()
+        self.pending: Optional['weakref.ref[_Token]'] = None
+        self.replays = 0
+        self.disabled = ''
+        self.warned = False
+
+    def backward_pending(self) -> bool:
+        token = self.pending() if self.pending is not None else None
+        return token is not None and not token.done
+
+
+_TRAIN: 'weakref.WeakKeyDictionary[nn.Module, _TrainState]' = weakref.WeakKeyDictionary()
+
+
+def train_graphs_applicable(module: nn.Module, x: Tensor) -> bool:
+    """Training mode with autograd on, a CUDA input, outside torch.compile and any other capture,
+    no SyncBatchNorm (mmengine turns it into BN when training is not distributed)."""
+    return (x.is_cuda and module.training and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and not torch.cuda.is_current_stream_capturing()
+            and not any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()))
+
+
+def _train_key(module: nn.Module, x: Tensor) -> Hashable:
+    return (_key(module, x), x.requires_grad, tuple(p.requires_grad for p in module.parameters()),
+            tuple(m.training for m in module.modules()))
+
+
+class _GraphedStep(torch.autograd.Function):
+    """``fn(x)`` and its backward replayed from an :class:`_Entry`'s graphs."""
+
+    @staticmethod
+    def forward(ctx, entry: _Entry, state: _TrainState, token: _Token, x: Tensor,
+                *params: Tensor) -> Tuple[Tensor, ...]:
+        entry.static_x.copy_(x)
+        entry.fwd.replay()
+        state.replays += 1
+        ctx.entry, ctx.state, ctx.token, ctx.replay = entry, state, token, state.replays
+        # copies: the outputs must outlive the next replay, which rewrites the graph's buffers
+        return tuple(o.clone() for o in entry.static_out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads: Tensor) -> Tuple[Optional[Tensor], ...]:
+        entry, state = ctx.entry, ctx.state
+        if state.replays != ctx.replay:
+            raise RuntimeError('MAViT(cuda_graphs=\'train\'): this backward belongs to a forward whose saved '
+                               'activations a later replay has overwritten (a second backward through a '
+                               "retained graph?). Use cuda_graphs='eval' or False for such training loops.")
+        for static, grad in zip(entry.static_grad_out, grads):
+            static.copy_(grad)
+        entry.bwd.replay()
+        ctx.token.done = True
+        # copies again: autograd keeps a returned gradient as .grad, and the graph's buffers are
+        # rewritten by the next replay (accumulated gradients would be lost)
+        grads_in = [g.clone() if g is not None else None for g in entry.static_grads]
+        grad_x = grads_in.pop(0) if entry.static_x.requires_grad else None
+        return (None, None, None, grad_x, *grads_in)
+
+
+def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor,
+             pool: object) -> _Entry:
+    params = tuple(p for p in module.parameters() if p.requires_grad)
+    entry = _Entry(x.detach().clone().requires_grad_(x.requires_grad), params)
+    inputs = ((entry.static_x, ) if x.requires_grad else ()) + params
+    amp = torch.is_autocast_enabled('cuda')
+    amp_dtype = torch.get_autocast_dtype('cuda')
+    # warm-up and capture run the forward in training mode: put the BN statistics back afterwards
+    saved_buffers = [b.clone() for b in module.buffers()]
+
+    def step(grad_out: Optional[Tuple[Tensor, ...]]) -> Tuple[Tuple[Tensor, ...], List[Optional[Tensor]]]:
+        with torch.autocast('cuda', dtype=amp_dtype, enabled=amp, cache_enabled=False):
+            out = fn(entry.static_x)
+        grad_out = grad_out if grad_out is not None else tuple(torch.ones_like(o) for o in out)
+        return out, list(torch.autograd.grad(out, inputs, grad_out, allow_unused=True))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # lazy inits, cuDNN / Triton autotuning and tile choice stay out of the graphs
+        for _ in range(2):
+            step(None)
+    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(entry.fwd, pool=pool), \
+            torch.autocast('cuda', dtype=amp_dtype, enabled=amp, cache_enabled=False):
+        entry.static_out = tuple(fn(entry.static_x))
+    entry.static_grad_out = tuple(torch.empty_like(o) for o in entry.static_out)
+    with torch.cuda.graph(entry.bwd, pool=pool):
+        entry.static_grads = tuple(torch.autograd.grad(entry.static_out, inputs, entry.static_grad_out,
+                                                       allow_unused=True))
+    with torch.no_grad():
+        for b, saved in zip(module.buffers(), saved_buffers):
+            b.copy_(saved)
+    return entry
+
+
+def run_graphed_train(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor,
+                      max_graphs: int = 8) -> Tuple[Tensor, ...]:
+    """``fn(x)`` (a training forward of ``module``) and its backward replayed from CUDA graphs
+    captured for x's shape, dtype and autocast state, once that shape is seen a second time; up to
+    ``max_graphs`` shapes, the rest eagerly. Outputs and gradients are fresh tensors."""
+    state = _TRAIN.get(module)
+    if state is None:
+        state = _TRAIN[module] = _TrainState()
+    params_need_grad = any(p.requires_grad for p in module.parameters())
+    if state.disabled or not (params_need_grad or x.requires_grad):
+        return fn(x)
+    if state.backward_pending():
+        if not state.warned:
+            state.warned = True
+            warnings.warn("MAViT(cuda_graphs='train'): a second forward before the backward of the first; "
+                          'such forwards run eagerly (the graphs hold one set of saved activations).',
+                          RuntimeWarning)
+        return fn(x)
+    key = _train_key(module, x)
+    entry = state.entries.get(key)
+    if entry is None:
+        if len(state.seen) > 4096:  # many shapes (multi-scale training): count afresh
+            state.seen.clear()
+        state.seen[key] = state.seen.get(key, 0) + 1
+        if state.seen[key] < 2 or len(state.entries) >= max_graphs:
+            return fn(x)
+        try:
+            entry = state.entries[key] = _capture(module, fn, x, state.pool)
+        except Exception as e:  # a capture that fails must not end the user's run: go on eagerly
+            state.disabled = f'{type(e).__name__}: {str(e)[:300]}'
+            state.entries.clear()
+            warnings.warn(f"MAViT(cuda_graphs='train'): capturing the training step failed ({state.disabled}); "
+                          'training goes on without CUDA graphs.', RuntimeWarning)
+            return fn(x)
+    token = _Token()
+    state.pending = weakref.ref(token)
+    return _GraphedStep.apply(entry, state, token, x, *entry.params)
+
+
+def graph_pool_bytes(module: nn.Module) -> Tuple[int, int]:
+    """``(reserved, allocated)`` bytes of the memory pools of ``module``'s graphs (inference and
+    training). A pool keeps what its captures used: ``reserved - allocated`` is memory that
+    ``torch.cuda.max_memory_allocated`` does not count, yet no other tensor can use."""
+    pools = [p for p in (_POOLS.get(module), getattr(_TRAIN.get(module), 'pool', None)) if p is not None]
+    reserved = allocated = 0
+    for seg in torch.cuda.memory_snapshot() if pools else []:
+        if tuple(seg.get('segment_pool_id', ())) in [tuple(p) for p in pools]:
+            reserved += seg['total_size']
+            allocated += seg['allocated_size']
+    return reserved, allocated

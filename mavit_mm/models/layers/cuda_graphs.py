@@ -9,7 +9,7 @@ replays them with one call.
   input shape costs a capture and keeps its graph (the least recently used of ``max_graphs`` is dropped).
 - Training (:func:`run_graphed_train`, ``MAViT(cuda_graphs='train')``): the forward and its backward
   as two graphs per input shape, replayed by one autograd function. Gradients reach ``.grad`` as usual
-  (fresh tensors, so gradient accumulation and ``zero_grad(set_to_none=False)`` work), BN running
+  (gradient accumulation and ``zero_grad(set_to_none=False)`` work: see :func:`_release_grads`), BN running
   statistics and DropPath draw anew on every replay. What it needs: the input shapes repeat (fixed-size
   crops); no SyncBN (collectives are not captured) and no ``with_cp='block'`` (it re-seeds DropPath in
   the backward); one backward per forward before the next forward of the same backbone (a second
@@ -17,12 +17,15 @@ replays them with one call.
 
 ``torch.cuda.make_graphed_callables`` is not used for training: its backward hands autograd the
 graph's own gradient buffers, which ``.grad`` then aliases, so the next replay overwrites
-accumulated gradients (``tests/test_fast_path.py::test_graph_gradient_buffers_must_not_become_grad``).
+accumulated gradients (``tests/test_fast_path.py::test_graph_gradient_buffers_must_not_become_grad``),
+and it captures through the parameters' own gradient accumulators, which fails when the previous
+step's autograd graph (or DDP) still holds them.
 """
+import contextlib
 import warnings
 import weakref
 from collections import OrderedDict
-from typing import Callable, Dict, Hashable, List, Optional, Tuple
+from typing import Callable, Dict, Hashable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -144,12 +147,23 @@ def _train_key(module: nn.Module, x: Tensor) -> Hashable:
             tuple(m.training for m in module.modules()))
 
 
+def _release_grads(state: '_TrainState') -> None:
+    """Give every ``.grad`` that is still a graph's gradient buffer (autograd keeps a returned gradient
+    as ``.grad`` itself) a memory of its own before a replay rewrites that buffer: the common step
+    (``zero_grad(set_to_none=True)`` before the next backward) copies nothing, accumulation stays right."""
+    for entry in state.entries.values():
+        for p, g in zip(entry.params, entry.static_grads[len(entry.static_grads) - len(entry.params):]):
+            if g is not None and p.grad is not None and p.grad.data_ptr() == g.data_ptr():
+                p.grad = p.grad.clone()
+
+
 class _GraphedStep(torch.autograd.Function):
     """``fn(x)`` and its backward replayed from an :class:`_Entry`'s graphs."""
 
     @staticmethod
     def forward(ctx, entry: _Entry, state: _TrainState, token: _Token, x: Tensor,
                 *params: Tensor) -> Tuple[Tensor, ...]:
+        _release_grads(state)
         entry.static_x.copy_(x)
         entry.fwd.replay()
         state.replays += 1
@@ -165,49 +179,72 @@ class _GraphedStep(torch.autograd.Function):
             raise RuntimeError('MAViT(cuda_graphs=\'train\'): this backward belongs to a forward whose saved '
                                'activations a later replay has overwritten (a second backward through a '
                                "retained graph?). Use cuda_graphs='eval' or False for such training loops.")
+        _release_grads(state)
         for static, grad in zip(entry.static_grad_out, grads):
             static.copy_(grad)
         entry.bwd.replay()
         ctx.token.done = True
-        # copies again: autograd keeps a returned gradient as .grad, and the graph's buffers are
-        # rewritten by the next replay (accumulated gradients would be lost)
-        grads_in = [g.clone() if g is not None else None for g in entry.static_grads]
-        grad_x = grads_in.pop(0) if entry.static_x.requires_grad else None
+        grads_in = [g.detach() if g is not None else None for g in entry.static_grads]
+        grad_x = grads_in.pop(0).clone() if entry.static_x.requires_grad else None
         return (None, None, None, grad_x, *grads_in)
+
+
+@contextlib.contextmanager
+def _parameters_replaced_by_aliases(module: nn.Module) -> Iterator[Tuple[nn.Parameter, ...]]:
+    """Swap every trainable parameter for a new leaf on the same memory while capturing. The graphs
+    then read the real weights, but autograd meets fresh gradient accumulators: the parameters' own
+    were made on the default stream (and DDP keeps them), and a capture that waits on the default
+    stream is invalidated."""
+    swapped: List[Tuple[nn.Module, str, nn.Parameter]] = []
+    aliases = {}
+    try:
+        for mod in module.modules():
+            for name, p in list(mod._parameters.items()):
+                if p is not None and p.requires_grad:
+                    if p not in aliases:
+                        aliases[p] = nn.Parameter(p.detach(), requires_grad=True)
+                    swapped.append((mod, name, p))
+                    mod._parameters[name] = aliases[p]
+        yield tuple(aliases.values())
+    finally:
+        for mod, name, p in swapped:
+            mod._parameters[name] = p
 
 
 def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor,
              pool: object) -> _Entry:
     params = tuple(p for p in module.parameters() if p.requires_grad)
     entry = _Entry(x.detach().clone().requires_grad_(x.requires_grad), params)
-    inputs = ((entry.static_x, ) if x.requires_grad else ()) + params
     amp = torch.is_autocast_enabled('cuda')
     amp_dtype = torch.get_autocast_dtype('cuda')
     # warm-up and capture run the forward in training mode: put the BN statistics back afterwards
     saved_buffers = [b.clone() for b in module.buffers()]
+    try:
+        with _parameters_replaced_by_aliases(module) as aliases:
+            inputs = ((entry.static_x, ) if x.requires_grad else ()) + aliases
 
-    def step(grad_out: Optional[Tuple[Tensor, ...]]) -> Tuple[Tuple[Tensor, ...], List[Optional[Tensor]]]:
-        with torch.autocast('cuda', dtype=amp_dtype, enabled=amp, cache_enabled=False):
-            out = fn(entry.static_x)
-        grad_out = grad_out if grad_out is not None else tuple(torch.ones_like(o) for o in out)
-        return out, list(torch.autograd.grad(out, inputs, grad_out, allow_unused=True))
+            def forward() -> Tuple[Tensor, ...]:
+                with torch.autocast('cuda', dtype=amp_dtype, enabled=amp, cache_enabled=False):
+                    return tuple(fn(entry.static_x))
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # lazy inits, cuDNN / Triton autotuning and tile choice stay out of the graphs
-        for _ in range(2):
-            step(None)
-    torch.cuda.current_stream().wait_stream(side)
-    with torch.cuda.graph(entry.fwd, pool=pool), \
-            torch.autocast('cuda', dtype=amp_dtype, enabled=amp, cache_enabled=False):
-        entry.static_out = tuple(fn(entry.static_x))
-    entry.static_grad_out = tuple(torch.empty_like(o) for o in entry.static_out)
-    with torch.cuda.graph(entry.bwd, pool=pool):
-        entry.static_grads = tuple(torch.autograd.grad(entry.static_out, inputs, entry.static_grad_out,
-                                                       allow_unused=True))
-    with torch.no_grad():
-        for b, saved in zip(module.buffers(), saved_buffers):
-            b.copy_(saved)
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # lazy inits, cuDNN / Triton autotuning, tile choice: not in the graphs
+                for _ in range(2):
+                    out = forward()
+                    torch.autograd.grad(out, inputs, [torch.ones_like(o) for o in out], allow_unused=True)
+                del out
+            torch.cuda.current_stream().wait_stream(side)
+            with torch.cuda.graph(entry.fwd, pool=pool):
+                entry.static_out = forward()
+            entry.static_grad_out = tuple(torch.empty_like(o) for o in entry.static_out)
+            with torch.cuda.graph(entry.bwd, pool=pool):
+                entry.static_grads = tuple(torch.autograd.grad(entry.static_out, inputs, entry.static_grad_out,
+                                                               allow_unused=True))
+    finally:
+        with torch.no_grad():
+            for b, saved in zip(module.buffers(), saved_buffers):
+                b.copy_(saved)
     return entry
 
 
@@ -239,12 +276,12 @@ def run_graphed_train(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ..
             return fn(x)
         try:
             entry = state.entries[key] = _capture(module, fn, x, state.pool)
-        except Exception as e:  # a capture that fails must not end the user's run: go on eagerly
+        except Exception as e:
+            # not recoverable in this process (a failed capture leaves CUDA's RNG unusable): say what to do
             state.disabled = f'{type(e).__name__}: {str(e)[:300]}'
-            state.entries.clear()
-            warnings.warn(f"MAViT(cuda_graphs='train'): capturing the training step failed ({state.disabled}); "
-                          'training goes on without CUDA graphs.', RuntimeWarning)
-            return fn(x)
+            raise RuntimeError(f"MAViT(cuda_graphs='train') could not capture the training step for input "
+                               f"{tuple(x.shape)}: {state.disabled}. Train with cuda_graphs=False (or 'eval'), "
+                               'and please report it with your torch version.') from e
     token = _Token()
     state.pending = weakref.ref(token)
     return _GraphedStep.apply(entry, state, token, x, *entry.params)

@@ -57,11 +57,12 @@ def test_tensors_freed_inside_the_forward_are_not_counted():
     assert total == 3 * 3 * F32  # cos keeps its input only
 
 
-def test_ffn_recompute_keeps_one_hidden_map_of_three():
-    """MAViT-T stage 1 at a 64 x 96 image: 16 x 24 tokens, hidden width 3.5 x 64 = 224. The plain FFN
-    keeps three hidden maps per block (GELU's input, the depthwise conv's input, fc2's input);
-    with_cp='ffn' keeps fc1's output only, and nothing outside the FFNs changes."""
+def test_ffn_recompute_keeps_the_ffn_input_only():
+    """MAViT-T stage 1 at a 64 x 96 image: 16 x 24 tokens, width 64, hidden width 3.5 x 64 = 224. The plain
+    FFN keeps fc1's input and three hidden maps per block (GELU's input, the depthwise conv's input, fc2's
+    input); with_cp='ffn' keeps the FFN's input only, and nothing outside the FFNs changes."""
     hidden = 16 * 24 * 224 * F32
+    width = 16 * 24 * 64 * F32
     x = torch.randn(1, 3, 64, 96)
     rows = {}
     for cp in (False, 'ffn'):
@@ -70,11 +71,12 @@ def test_ffn_recompute_keeps_one_hidden_map_of_three():
         rows[cp] = saved_activations(model, lambda: model(x))
     plain, ffn = rows[False][1], rows['ffn'][1]
     assert [plain[f'layers.0.blocks.*.ffn.{n}'] for n in ('act', 'dwconv', 'fc2')] == [2 * hidden] * 3
-    assert ffn['layers.0.blocks.*.ffn'] == 2 * hidden  # the checkpoint's input: fc1's output
-    assert not any(k.startswith('layers.0.blocks.*.ffn.') and k != 'layers.0.blocks.*.ffn.fc1' for k in ffn)
+    assert plain['layers.0.blocks.*.ffn.fc1'] == 2 * width
+    assert ffn['layers.0.blocks.*.ffn'] == 2 * width  # the checkpoint's input: the FFN's input
+    assert not any(k.startswith('layers.0.blocks.*.ffn.') for k in ffn)
     same = {k: v for k, v in plain.items() if '.ffn' not in k and k != PARAMETERS}
     assert same == {k: v for k, v in ffn.items() if '.ffn' not in k and k != PARAMETERS}
-    assert rows['ffn'][0] < 0.85 * rows[False][0]
+    assert rows['ffn'][0] < 0.8 * rows[False][0]
 
 
 def test_activation_memory_tool_on_cpu(tmp_path):

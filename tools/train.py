@@ -8,6 +8,11 @@ import os
 import os.path as osp
 import sys
 
+# Before anything touches CUDA: growable segments instead of fixed-size ones cut the fragmentation of
+# varying batch shapes and of CUDA-graph pools (MAViT(cuda_graphs='train'): docs/benchmarks.md, run S).
+# A value set by the user wins.
+os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', 'expandable_segments:True')
+
 # configs under projects/ import their code as projects.<name>: make the repository importable
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 

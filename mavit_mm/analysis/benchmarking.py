@@ -47,15 +47,20 @@ def time_it(fn: Callable[[], object], device: torch.device, warmup: int = 5,
 def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5,
             repeats: int = 20, settle: int = 1) -> Dict[str, float]:
     """Median and spread of ``fn``'s time (ms) and, on CUDA, its peak memory (MiB) after warm-up:
-    after ``settle`` calls (one; more where the first calls capture CUDA graphs)."""
+    after ``settle`` calls (one; more where the first calls capture CUDA graphs). Two peaks: of the
+    tensors allocated (``peak_mem_mib``, what mmengine logs) and of the memory reserved from the GPU
+    with unused cache released first (``peak_reserved_mib``: with the caching allocator's slack, and
+    the only one that sees all of a CUDA-graph memory pool)."""
     if device.type == 'cuda':
         for _ in range(settle):
             fn()
         _sync(device)
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     times = time_it(fn, device, warmup, repeats)
     out = {'median_ms': 1e3 * statistics.median(times), 'min_ms': 1e3 * min(times),
            'max_ms': 1e3 * max(times), 'repeats': repeats}
     if device.type == 'cuda':
         out['peak_mem_mib'] = torch.cuda.max_memory_allocated(device) / 2**20
+        out['peak_reserved_mib'] = torch.cuda.max_memory_reserved(device) / 2**20
     return out

@@ -111,6 +111,7 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
             r['speedup_vs_reference'] = base['median_ms'] / r['median_ms']
             if 'peak_mem_mib' in r and 'peak_mem_mib' in base:
                 r['memory_vs_reference'] = r['peak_mem_mib'] / base['peak_mem_mib']
+                r['reserved_vs_reference'] = r['peak_reserved_mib'] / base['peak_reserved_mib']
     return rows
 
 
@@ -256,12 +257,15 @@ def main() -> None:
 
     if args.profile:
         profile_modes(args, device)
-    print('\n| setting | model | median ms | img/s | peak MiB | speed-up vs ref | memory vs ref |')
-    print('|---|---|---|---|---|---|---|')
+    nan = float('nan')
+    print('\n| setting | model | median ms | img/s | peak MiB | speed-up vs ref | memory vs ref '
+          '| peak reserved MiB | reserved vs ref |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         print(f'| {r["setting"]} | {r["model"]} | {r["median_ms"]:.2f} | {r["images_per_s"]:.1f} | '
-              f'{r.get("peak_mem_mib", float("nan")):.0f} | {r.get("speedup_vs_reference", float("nan")):.2f} | '
-              f'{r.get("memory_vs_reference", float("nan")):.2f} |')
+              f'{r.get("peak_mem_mib", nan):.0f} | {r.get("speedup_vs_reference", nan):.2f} | '
+              f'{r.get("memory_vs_reference", nan):.2f} | {r.get("peak_reserved_mib", nan):.0f} | '
+              f'{r.get("reserved_vs_reference", nan):.2f} |')
     if args.out:
         write_text_atomic(json.dumps(dict(env=env, amp=args.amp, rows=rows, sweep=sweep), indent=2) + '\n',
                           args.out)

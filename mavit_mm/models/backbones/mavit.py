@@ -170,9 +170,9 @@ class MAViT(BaseModule):
             Defaults to False.
         with_cp (bool | str | Sequence[str]): Activation checkpointing while training, by part.
             ``'block'`` (or ``True``): each block keeps only its input and runs again in the
-            backward (least memory, most recomputation). ``'ffn'``: each FFN keeps only fc1's
-            output and recomputes GELU and the depthwise residual in the backward (the FFN's hidden
-            maps are the largest activations; see ``tools/analysis/activation_memory.py``).
+            backward (least memory, most recomputation). ``'ffn'``: each FFN keeps only its
+            input and runs again in the backward (its 3.5x-wide hidden maps are the largest
+            activations; see ``tools/analysis/activation_memory.py``).
             ``'stem'``: the stem keeps only the image and runs again in the backward (its stride-2
             maps are the next largest; BN running statistics are updated once). Combine as
             ``('ffn', 'stem')``. ``False``: keep everything. Defaults to False.

@@ -36,11 +36,10 @@ class ConvFFN(nn.Module):
     Args:
         embed_dims (int): Channels C in and out.
         hidden_dims (int): Channels of the hidden layer.
-        recompute (bool): While training, keep only ``fc1``'s output for the backward and run
-            GELU and the depthwise residual again there: of the three hidden-width tensors the
-            plain FFN saves, one stays. Same results; the recomputation stops before ``fc2``
-            (non-reentrant checkpointing stops once every saved tensor is back), so it costs a
-            GELU, a depthwise conv and an add per backward. Defaults to False.
+        recompute (bool): While training, keep only the FFN's input for the backward and run the
+            FFN again there up to fc2's input (non-reentrant checkpointing stops once every saved
+            tensor is back): of the C + three 3.5C-wide maps the plain FFN saves, one C-wide map
+            stays, for an extra fc1, GELU and depthwise conv per backward. Defaults to False.
     """
 
     def __init__(self, embed_dims: int, hidden_dims: int, recompute: bool = False) -> None:
@@ -51,17 +50,16 @@ class ConvFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
         self.recompute = recompute
 
-    def _after_fc1(self, x: Tensor) -> Tensor:
-        x = self.act(x)
+    def _ffn(self, x: Tensor) -> Tensor:
+        x = self.act(self.fc1(x))
         x = x + self.dwconv(x)
         return self.fc2(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.fc1(x)
-        if self.recompute and x.requires_grad:
+        if self.recompute and torch.is_grad_enabled() and (x.requires_grad or self.fc1.weight.requires_grad):
             # nothing random inside: no RNG state to save (and none to read during a CUDA-graph capture)
-            return checkpoint(self._after_fc1, x, use_reentrant=False, preserve_rng_state=False)
-        return self._after_fc1(x)
+            return checkpoint(self._ffn, x, use_reentrant=False, preserve_rng_state=False)
+        return self._ffn(x)
 
 
 class MAViTBlock(nn.Module):

@@ -194,7 +194,8 @@ def _parameters_replaced_by_aliases(module: nn.Module) -> Iterator[Tuple[nn.Para
     """Swap every trainable parameter for a new leaf on the same memory while capturing. The graphs
     then read the real weights, but autograd meets fresh gradient accumulators: the parameters' own
     were made on the default stream (and DDP keeps them), and a capture that waits on the default
-    stream is invalidated."""
+    stream is invalidated. (``torch.func.functional_call`` swaps them for one call only; the aliases
+    must stay through the backward's capture, where checkpointed parts run again.)"""
     swapped: List[Tuple[nn.Module, str, nn.Parameter]] = []
     aliases = {}
     try:

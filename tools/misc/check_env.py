@@ -12,6 +12,7 @@ import sys
 EXPECTED = [
     ('torch', None, 'install torch first'),
     ('torchvision', None, 'mmpretrain.models needs it'),
+    ('cv2', None, 'any OpenCV distribution (opencv-python, -headless, -contrib)'),
     ('mmengine', '0.10.7', 'the Runner and registries'),
     ('mmcv', '2.1.0', 'mmdet 3.3 / mmseg 1.2 require 2.0 <= mmcv < 2.2'),
     ('mmcv.ops', None, 'compiled ops; rebuild mmcv with tools/install.sh'),

@@ -18,8 +18,9 @@ from mavit_mm.models.layers.fast_path import resolve_fast_path, triton_available
 from test_backbone import randomize_
 
 CUDA = torch.cuda.is_available()
-# the archs the CUDA tests sweep (all by default; a GPU host short of time may pass e.g. 't')
-GPU_ARCHS = list(os.environ.get('MAVIT_GPU_TEST_ARCHS', 'tsbl'))
+full = pytest.mark.gpu_full
+# the archs the CUDA tests sweep: tiny by default, all four with --gpu-full
+GPU_ARCHS = ['t'] + [pytest.param(a, marks=full) for a in 'sbl']
 needs_cuda = pytest.mark.skipif(not CUDA, reason='fast-path kernels need a CUDA GPU')
 
 
@@ -94,7 +95,7 @@ def test_compiled_blocks_match_reference_on_cpu():
 
 
 @needs_cuda
-@pytest.mark.parametrize('mode', ['kernels', 'compile'])
+@pytest.mark.parametrize('mode', ['kernels', pytest.param('compile', marks=full)])
 @pytest.mark.parametrize('arch', GPU_ARCHS)
 @pytest.mark.parametrize('size', [(224, 224), (97, 131)])
 def test_fast_path_matches_reference_fp32(arch, size, mode):
@@ -110,7 +111,7 @@ def test_fast_path_matches_reference_fp32(arch, size, mode):
 
 
 @needs_cuda
-@pytest.mark.parametrize('mode', ['kernels', 'compile'])
+@pytest.mark.parametrize('mode', ['kernels', pytest.param('compile', marks=full)])
 @pytest.mark.parametrize('arch', GPU_ARCHS)
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16], ids=['bf16', 'fp16'])
 def test_fast_path_matches_reference_autocast(arch, dtype, mode):

@@ -54,9 +54,11 @@ def run(fn, x, views, sin, cos, grad):
     return out, gx
 
 
-@pytest.mark.parametrize('shape', [(2, 1, 5, 7, 64), (1, 2, 9, 11, 32), (2, 3, 4, 4, 16), (1, 2, 17, 13, 96),
-                                   (1, 1, 6, 6, 8)],
-                         ids=lambda s: 'x'.join(map(str, s)))
+SHAPES = [(2, 1, 5, 7, 64), (1, 2, 17, 13, 96), (2, 3, 4, 4, 16)] + [
+    pytest.param(s, marks=pytest.mark.gpu_full) for s in [(1, 2, 9, 11, 32), (1, 1, 6, 6, 8)]]
+
+
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: 'x'.join(map(str, s)))
 @pytest.mark.parametrize('channels_last', [False, True], ids=['nchw', 'channels_last'])
 @pytest.mark.parametrize('rope', [True, False], ids=['rope', 'no_rope'])
 def test_kernels_match_reference_fp32(shape, channels_last, rope):

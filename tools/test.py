@@ -18,6 +18,7 @@ from mmengine.runner import Runner  # noqa: E402
 
 from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, enable_tta, enable_visualization,
                                         set_data_root)
+from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +52,7 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    prepare_cpu_distributed(cfg, args.launcher)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint

@@ -153,6 +153,7 @@ def test_bf16_error_of_a_layout_change_on_cpu():
 
 
 @needs_cuda
+@full  # Inductor compiles on CUDA for minutes
 def test_fast_path_serves_every_resolution_without_recompiling_per_size():
     import torch._dynamo.utils as dynamo_utils
     _, fast = pair('t', 'cuda')

@@ -7,11 +7,11 @@
 # Steps (each prints its name; a failure names the step and the fix; see docs/install.md):
 #   1. torch      keep an installed torch (CPU or CUDA); install torch + torchvision where there is none
 #   2. build      setuptools >=77.0.3,<82, wheel, ninja (only what is missing or out of range)
-#   3. mmcv       fetch mmcv 2.1.0's source, check its SHA-256, build it with compiled ops against this torch
+#   3. opencv     keep any installed OpenCV distribution; else install opencv-python-headless
+#   4. stack      requirements.txt, then requirements/openmmlab.txt with --no-deps
+#   5. mmcv       fetch mmcv 2.1.0's source, check its SHA-256, build it with compiled ops against this torch
 #                 (CUDA ops where a GPU and CUDA toolkit are visible) unless a wheel built from the same
 #                 source for the same torch / Python / CUDA is cached
-#   4. opencv     keep any installed OpenCV distribution; else install opencv-python-headless
-#   5. stack      requirements/runtime.txt, then requirements/openmmlab.txt with --no-deps
 #   6. mavit-mm   this repository, editable
 #   7. check      import everything and print the versions
 # Anything already installed that a step would replace is listed before it is replaced.
@@ -128,7 +128,33 @@ py "import wheel" 2>/dev/null || "${INSTALL[@]}" wheel
 command -v ninja >/dev/null || py "import ninja" 2>/dev/null || "${INSTALL[@]}" ninja \
   || log "no ninja: mmcv builds one file at a time (slower)"
 
-# ---------------------------------------------------------------- 3. mmcv with compiled ops
+# ---------------------------------------------------------------- 3. OpenCV (any distribution)
+step "3 (opencv)" "install an OpenCV distribution yourself (pip install opencv-python-headless, or opencv-python), then run this again"
+FOUND_CV=$("$PYTHON" - $OPENCV_DISTS <<'EOF'
+import sys
+from importlib import metadata
+for name in sys.argv[1:]:
+    try:
+        print(f'{name} {metadata.version(name)}'); break
+    except metadata.PackageNotFoundError:
+        pass
+EOF
+)
+if [[ -n "$FOUND_CV" ]] && py "import cv2" 2>/dev/null; then
+  log "keeping the installed OpenCV: $FOUND_CV"
+else
+  [[ -n "$FOUND_CV" ]] && log "$FOUND_CV is installed but cv2 does not import: installing opencv-python-headless"
+  "${INSTALL[@]}" opencv-python-headless
+fi
+
+# ---------------------------------------------------------------- 4. the stack
+step "4 (OpenMMLab stack)" "see pip's message above; offline, the wheelhouse lacks a package: fill it with tools/misc/make_wheelhouse.sh"
+say_replacements -r "$ROOT/requirements.txt"
+"${INSTALL[@]}" -r "$ROOT/requirements.txt"
+say_replacements --no-deps -r "$ROOT/requirements/openmmlab.txt"
+"${INSTALL[@]}" --no-deps -r "$ROOT/requirements/openmmlab.txt"
+
+# ---------------------------------------------------------------- 5. mmcv with compiled ops (imports mmengine: after the stack)
 mmcv_ok() {
   "$PYTHON" - <<EOF 2>/dev/null
 import mmcv, mmcv.ops
@@ -137,7 +163,7 @@ from mmcv import _ext  # noqa: F401  (compiled ops)
 EOF
 }
 if ! mmcv_ok; then
-  step "3a (mmcv source)" "check your network / pip index (online) or that the wheelhouse has mmcv-$MMCV_VERSION.tar.gz (offline), then run this again"
+  step "5a (mmcv source)" "check your network / pip index (online) or that the wheelhouse has mmcv-$MMCV_VERSION.tar.gz (offline), then run this again"
   SRC_DIR="$CACHE/src"
   SDIST="$SRC_DIR/mmcv-$MMCV_VERSION.tar.gz"
   mkdir -p "$SRC_DIR"
@@ -174,7 +200,7 @@ print(int(torch.cuda.is_available() and torch.version.cuda is not None and CUDA_
   if ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     log "mmcv $MMCV_VERSION: using the wheel built earlier from the same source for the same torch ($WHEEL_DIR)"
   else
-    step "3b (mmcv build)" "read the compiler error above; a CUDA build needs nvcc matching torch's CUDA (or MMCV_CUDA=0 for CPU ops); then run this again (the build resumes)"
+    step "5b (mmcv build)" "read the compiler error above; a CUDA build needs nvcc matching torch's CUDA (or MMCV_CUDA=0 for CPU ops); then run this again (the build resumes)"
     # A fixed build folder per key: an interrupted build resumes (ninja rebuilds only what is missing).
     BUILD="$CACHE/build/$KEY"
     if [[ ! -f "$BUILD/.unpacked" ]]; then
@@ -196,36 +222,10 @@ print(int(torch.cuda.is_available() and torch.version.cuda is not None and CUDA_
     for w in "$BUILD"/dist/mmcv-*.whl; do cp "$w" "$WHEEL_DIR/.part" && mv "$WHEEL_DIR/.part" "$WHEEL_DIR/$(basename "$w")"; done
     rm -rf "$BUILD"
   fi
-  step "3c (mmcv install)" "remove the cached wheel folder $WHEEL_DIR and run this again"
+  step "5c (mmcv install)" "remove the cached wheel folder $WHEEL_DIR and run this again"
   "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL_DIR"/mmcv-*.whl
   mmcv_ok || { log "mmcv installed from $WHEEL_DIR does not import with its ops"; false; }
 fi
-
-# ---------------------------------------------------------------- 4. OpenCV (any distribution)
-step "4 (opencv)" "install an OpenCV distribution yourself (pip install opencv-python-headless, or opencv-python), then run this again"
-FOUND_CV=$("$PYTHON" - $OPENCV_DISTS <<'EOF'
-import sys
-from importlib import metadata
-for name in sys.argv[1:]:
-    try:
-        print(f'{name} {metadata.version(name)}'); break
-    except metadata.PackageNotFoundError:
-        pass
-EOF
-)
-if [[ -n "$FOUND_CV" ]] && py "import cv2" 2>/dev/null; then
-  log "keeping the installed OpenCV: $FOUND_CV"
-else
-  [[ -n "$FOUND_CV" ]] && log "$FOUND_CV is installed but cv2 does not import: installing opencv-python-headless"
-  "${INSTALL[@]}" opencv-python-headless
-fi
-
-# ---------------------------------------------------------------- 5. the stack
-step "5 (OpenMMLab stack)" "see pip's message above; offline, the wheelhouse lacks a package: fill it with tools/misc/make_wheelhouse.sh"
-say_replacements -r "$ROOT/requirements.txt"
-"${INSTALL[@]}" -r "$ROOT/requirements.txt"
-say_replacements --no-deps -r "$ROOT/requirements/openmmlab.txt"
-"${INSTALL[@]}" --no-deps -r "$ROOT/requirements/openmmlab.txt"
 
 # ---------------------------------------------------------------- 6. this package
 step "6 (mavit-mm)" "pip install --no-deps --no-build-isolation -e . in $ROOT shows the error directly"

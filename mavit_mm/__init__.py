@@ -5,6 +5,7 @@ registers ``MAViT`` in mmengine's root registry, the ``local_atomic`` file backe
 checkpoints that are never half-written, and allow-lists the types mmengine's
 Runner checkpoints hold for torch's weights-only loader.
 """
+from . import engine  # noqa: F401  (registers the release's epoch-wise warm-up + cosine lr schedule)
 from .models import MAViT, MALAttention, RoPESoftmaxAttention
 from .utils import fileio  # noqa: F401  (registers mmengine's 'local_atomic' file backend)
 from .utils.mmpretrain_compat import disable_broken_multimodal

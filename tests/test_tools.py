@@ -10,7 +10,7 @@ from mmengine.config import Config
 
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.toy_data import make_toy_dataset
-from mavit_mm.utils.config_tools import set_data_root
+from mavit_mm.utils.config_tools import set_data_root, train_in_fp32
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY_DET = osp.join(ROOT, 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')
@@ -80,7 +80,7 @@ def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
     cfg.train_dataloader.batch_size = 2
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2, val_interval=2)
     cfg.param_scheduler = None
-    cfg.optim_wrapper.type = 'OptimWrapper'
+    train_in_fp32(cfg)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
     cfg.log_processor = dict(by_epoch=False)

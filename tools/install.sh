@@ -143,7 +143,11 @@ EOF
 if [[ -n "$FOUND_CV" ]] && py "import cv2" 2>/dev/null; then
   log "keeping the installed OpenCV: $FOUND_CV"
 else
-  [[ -n "$FOUND_CV" ]] && log "$FOUND_CV is installed but cv2 does not import: installing opencv-python-headless"
+  if [[ -n "$FOUND_CV" ]]; then
+    log "$FOUND_CV is installed but cv2 does not import: installing opencv-python-headless"
+  else
+    log "no OpenCV found: installing opencv-python-headless"
+  fi
   "${INSTALL[@]}" opencv-python-headless
 fi
 

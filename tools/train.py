@@ -4,6 +4,7 @@
                                  [--data-root DIR] [--cfg-options k=v ...] [--launcher pytorch|slurm]
 """
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -16,11 +17,13 @@ os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', 'expandable_segments:True')
 # configs under projects/ import their code as projects.<name>: make the repository importable
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+import torch  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, set_data_root,
+from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, set_data_root, train_in_fp32,
                                         use_atomic_checkpoints)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
@@ -73,6 +76,9 @@ def main() -> None:
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
 
+    if not torch.cuda.is_available() and train_in_fp32(cfg):
+        print_log('no CUDA device: training in fp32 (mmengine\'s AmpOptimWrapper needs a GPU; the config asks '
+                  'for mixed precision)', logger='current', level=logging.WARNING)
     use_atomic_checkpoints(cfg)
     check_datasets(cfg, ['train'] if args.no_validate else ['train', 'val'])
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -1,7 +1,8 @@
 # Cascade Mask R-CNN 3x + multi-scale with MAViT-S (paper Table 3: 82 M, 741 G, 54.2 AP^b / 47.0 AP^m).
 # The stock "4conv1fc-giou" Cascade recipe of the ConvNeXt paper (3 ConvFC heads with 4 shared convs and
 # SyncBN, GIoU loss, DETR-style multi-scale + crop, 36 epochs) with the release's optimizer:
-# AdamW lr 4e-4 wd 0.05, no decay on norms, 500 warm-up iterations, mixed precision.
+# AdamW lr 4e-4 wd 0.05, no decay on norms, 500 warm-up iterations, mixed precision with a static
+# loss scale of 512 (mmdet 2.x `fp16 = dict()`).
 _base_ = 'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py'
 custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
 
@@ -19,6 +20,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='AmpOptimWrapper',
+    loss_scale=512.,
     optimizer=dict(type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'norm': dict(decay_mult=0.)}))
 param_scheduler = [

@@ -1,6 +1,6 @@
 # Mask R-CNN 1x with MAViT-T (paper Table 4: 33 M params, 219 G FLOPs, 47.6 AP^b / 42.9 AP^m).
 # Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 0.05 (no decay on norms), steps at 8 and 11,
-# mixed precision, SyncBN in the backbone (mmengine turns it into BN when not distributed).
+# mixed precision with a static loss scale of 512, SyncBN in the backbone (mmengine turns it into BN when not distributed).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
 
@@ -17,8 +17,11 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 256, 512]))
 
+# mmdet 2.x `fp16 = dict()` = mmcv's Fp16OptimizerHook(loss_scale=512.): a static scale, as here;
+# --cfg-options optim_wrapper.loss_scale=dynamic to let it adapt.
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    loss_scale=512.,
     optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
 

@@ -1,6 +1,7 @@
 # RetinaNet 1x with MAViT-T (paper Table 4: 24 M params, 201 G FLOPs, 45.6 AP).
-# Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 1e-4 (no decay on norms), steps at 8 and 11,
-# SyncBN in the backbone. The FPN starts at stage 2 (start_level=1) with extra convs on its input, as stock.
+# Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 1e-4 on every parameter, steps at 8 and 11,
+# mixed precision with a static loss scale of 512, SyncBN in the backbone. The FPN starts at stage 2
+# (start_level=1) with extra convs on its input, as stock. (docs/recipes.md: tools/analysis/print_recipe.py)
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
 
@@ -15,7 +16,9 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
     neck=dict(in_channels=[64, 128, 256, 512], start_level=1, add_extra_convs='on_input'))
 
+# mmdet 2.x `fp16 = dict(loss_scale=512.)`: static; --cfg-options optim_wrapper.loss_scale=dynamic to adapt it.
 optim_wrapper = dict(
-    optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=1e-4),
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}))
+    type='AmpOptimWrapper',
+    loss_scale=512.,
+    optimizer=dict(_delete_=True, type='AdamW', lr=4e-4, betas=(0.9, 0.999), weight_decay=1e-4))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

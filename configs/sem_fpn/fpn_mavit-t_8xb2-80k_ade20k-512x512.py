@@ -25,7 +25,7 @@ max_iters = 80000
 param_scheduler = [
     dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=0, end=max_iters, by_epoch=False)
 ]
-train_cfg = dict(max_iters=max_iters, val_interval=8000)
-default_hooks = dict(checkpoint=dict(interval=8000))
+train_cfg = dict(max_iters=max_iters, val_interval=4000)
+default_hooks = dict(checkpoint=dict(interval=4000))
 train_dataloader = dict(batch_size=2)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

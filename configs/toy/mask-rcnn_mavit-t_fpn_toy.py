@@ -44,7 +44,8 @@ test_evaluator = val_evaluator
 
 max_epochs = 3
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-4))
+# The real config's optimizer (mixed precision on a GPU; tools/train.py trains in fp32 without one).
+optim_wrapper = dict(optimizer=dict(lr=1e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[2], gamma=0.1)

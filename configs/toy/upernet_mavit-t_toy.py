@@ -40,7 +40,8 @@ test_dataloader = val_dataloader
 
 max_iters = 400
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=5e-4))
+# The real config's optimizer (mixed precision on a GPU; tools/train.py trains in fp32 without one).
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=50, end=max_iters, by_epoch=False)

@@ -180,6 +180,29 @@ def check_custom_imports(cfg: Config) -> None:
         f'    {CUSTOM_IMPORTS_HINT}')
 
 
+AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def train_in_fp32(cfg: Config) -> bool:
+    """Turn an ``AmpOptimWrapper`` into a plain ``OptimWrapper`` (same optimizer and param groups, fp32).
+
+    mmengine's AmpOptimWrapper refuses to be built without a GPU; tools/train.py calls this on machines
+    without CUDA so that the paper's mixed-precision configs still train (on CPU, in fp32). Returns whether
+    anything changed.
+    """
+    return fp32_optim_wrapper(cfg.get('optim_wrapper'))
+
+
+def fp32_optim_wrapper(wrapper: Optional[dict]) -> bool:
+    """:func:`train_in_fp32` on an ``optim_wrapper`` config dict, in place."""
+    if not wrapper or wrapper.get('type') != 'AmpOptimWrapper':
+        return False
+    wrapper['type'] = 'OptimWrapper'
+    for key in AMP_ONLY_KEYS:
+        wrapper.pop(key, None)
+    return True
+
+
 def use_atomic_checkpoints(cfg: Config) -> None:
     """Make the CheckpointHook write through mmengine's ``local_atomic`` backend (temporary file + rename).
 

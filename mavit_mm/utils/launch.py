@@ -52,6 +52,8 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
                                      broadcast_buffers=False,
                                      find_unused_parameters=cfg.get('find_unused_parameters', False))
+    if cfg.get('sync_bn'):
+        cfg.sync_bn = None  # the Runner's BN -> SyncBN conversion
     replaced = _sync_bn_to_bn(cfg._cfg_dict)
     if replaced:
         print_log(f'no CUDA device: {replaced} SyncBN norm config(s) trained as BN (SyncBN runs on GPUs only)',

@@ -22,8 +22,9 @@ from mavit_mm.toy_data import make_toy_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ITERS = 3
-# fp32 rounding of a 2-way all-reduce vs one batch, over ITERS SGD steps
-WEIGHT_ATOL = 1e-6
+# fp32 rounding of a 2-way all-reduce vs one batch, over ITERS SGD steps, relative to each tensor's norm
+# (seen: 2e-6; the conv biases in front of the frozen stem BNs grow to ~3e3 in these steps)
+WEIGHT_RTOL = 1e-5
 
 SEG_CONFIG = f"""
 _base_ = '{ROOT}/configs/toy/upernet_mavit-t_toy.py'
@@ -116,8 +117,9 @@ def test_segmentor_two_processes_train_as_one_with_the_same_total_batch(toy):
 
     a = torch.load(one / f'iter_{ITERS}.pth', map_location='cpu')['state_dict']
     b = torch.load(two / f'iter_{ITERS}.pth', map_location='cpu')['state_dict']
-    moved = max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].is_floating_point())
-    assert moved < WEIGHT_ATOL, f'2 x 2 images differ from 1 x 4 images by {moved:.3g} after {ITERS} steps'
+    rel = {k: ((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)).item() for k in a if a[k].is_floating_point()}
+    worst = max(rel, key=rel.get)
+    assert rel[worst] < WEIGHT_RTOL, f'2 x 2 images differ from 1 x 4 images after {ITERS} steps: {worst} {rel[worst]:.3g}'
     # and they trained: every rank took its share (1 process logs the loss of the whole batch)
     assert 'Distributed training: False' in train_log(one)
 

@@ -119,7 +119,7 @@ def test_segmentor_two_processes_train_as_one_with_the_same_total_batch(toy):
     b = torch.load(two / f'iter_{ITERS}.pth', map_location='cpu')['state_dict']
     rel = {k: ((a[k] - b[k]).norm() / a[k].norm().clamp_min(1e-12)).item() for k in a if a[k].is_floating_point()}
     worst = max(rel, key=rel.get)
-    assert rel[worst] < WEIGHT_RTOL, f'2 x 2 images differ from 1 x 4 images after {ITERS} steps: {worst} {rel[worst]:.3g}'
+    assert rel[worst] < WEIGHT_RTOL, f'2 x 2 images differ from 1 x 4 after {ITERS} steps: {worst} {rel[worst]:.3g}'
     # and they trained: every rank took its share (1 process logs the loss of the whole batch)
     assert 'Distributed training: False' in train_log(one)
 

@@ -140,6 +140,11 @@ def test_classification_train_and_top1_eval_on_toy_data(toy_root, tmp_path):
     scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     assert len([s for s in scalars if 'loss' in s]) == 2
     assert any('accuracy/top1' in s for s in scalars)
+    # the ImageNet recipe's EMA and repeated-augmentation sampler ran (inherited by the toy config)
+    import torch
+    ckpt = torch.load(work_dir / 'epoch_1.pth', map_location='cpu')
+    assert 'ema_state_dict' in ckpt and ckpt['ema_state_dict']
+    assert 'RepeatAugSampler' in next(work_dir.glob('*/*.log')).read_text()
     out = run_tool('tools/test.py', config, str(work_dir / 'epoch_1.pth'), '--work-dir', str(tmp_path / 't'),
                    '--data-root', osp.join(toy_root, 'cls'), '--out', str(tmp_path / 'preds.pkl'))
     assert out.returncode == 0, out.stderr[-3000:]

@@ -1,6 +1,7 @@
 # Mask R-CNN 1x with MAViT-T (paper Table 4: 33 M params, 219 G FLOPs, 47.6 AP^b / 42.9 AP^m).
 # Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 0.05 (no decay on norms), steps at 8 and 11,
-# mixed precision with a static loss scale of 512, SyncBN in the backbone (mmengine turns it into BN when not distributed).
+# mixed precision with a static loss scale of 512, SyncBN in the backbone (mmengine turns it into BN when
+# not distributed).
 _base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
 

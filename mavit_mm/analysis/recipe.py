@@ -145,19 +145,32 @@ def _epoch_length(cfg: Config, gpus: int, per_gpu: int) -> int:
     images = TRAIN_IMAGES.get(dataset.get('type'), 0)
     if not images:
         return 1
-    if _sampler(cfg).startswith('repeated'):  # DeiT / mmpretrain: a multiple of 256 images, then drop_last
-        return (images // 256 * 256) // (gpus * per_gpu)
-    return math.ceil(images / (gpus * per_gpu))
+    per_rank = math.ceil(images / gpus)  # mmengine's / mmpretrain's samplers pad the ranks to equal length
+    if cfg.train_dataloader.get('drop_last', False):
+        return per_rank // per_gpu
+    return math.ceil(per_rank / per_gpu)
 
 
 # ----------------------------------------------------------------------------------------- computed fields
-def lr_curve(cfg: Config, total_iters: int, epoch_length: int) -> List[float]:
+def lr_curve(cfg: Config, total_iters: int, epoch_length: int) -> Tuple[float, ...]:
     """The lr of the first param group at every iteration, relative to the optimizer's base lr.
 
     Built from ``cfg.param_scheduler`` with mmengine's schedulers and stepped as mmengine's
     ``ParamSchedulerHook`` does (iteration-based ones after every iteration, epoch-based ones after every
-    epoch), with ``end`` defaulting to the loop's length as the Runner sets it.
+    epoch), with ``end`` defaulting to the loop's length as the Runner sets it. Curves are kept per
+    (schedulers, base lr, loop, length): the T/S/B/L configs of a family share theirs.
     """
+    key = (repr(cfg.get('param_scheduler')), float(cfg.optim_wrapper.optimizer.lr), _loop(cfg), total_iters,
+           epoch_length)
+    if key not in _CURVES:
+        _CURVES[key] = tuple(_step_schedulers(cfg, total_iters, epoch_length))
+    return _CURVES[key]
+
+
+_CURVES: Dict[tuple, Tuple[float, ...]] = {}
+
+
+def _step_schedulers(cfg: Config, total_iters: int, epoch_length: int) -> List[float]:
     base_lr = float(cfg.optim_wrapper.optimizer.lr)  # eta_min & co. are absolute
     param = nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=base_lr)
@@ -348,7 +361,7 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
             add(field, a, b, same)
     opt_r = dict(release['optimizer'])
     add('optimizer', ours['optimizer'], opt_r,
-        same=all(_close(ours['optimizer'][k], v) for k, v in opt_r.items()) and ours['optimizer']['type'] == opt_r['type'])
+        same=all(_close(ours['optimizer'][k], v) for k, v in opt_r.items()))
 
     # every parameter's weight decay and lr, ours vs the release's rule, on the same model
     if release['paramwise'] == 'timm':
@@ -368,7 +381,11 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
     total, epoch_length = ours['total_iters'], ours['epoch_length']
     release_total = sched['epochs'] * epoch_length if 'epochs' in sched else sched['iters']
     curve = lr_curve(cfg, total, epoch_length)
-    theirs_curve = [release_lr(sched, opt_r['lr'], it, epoch_length, release_total) for it in range(release_total)]
+    key = (repr(sorted(sched.items())), opt_r['lr'], epoch_length, release_total)
+    if key not in _CURVES:
+        _CURVES[key] = tuple(release_lr(sched, opt_r['lr'], it, epoch_length, release_total)
+                             for it in range(release_total))
+    theirs_curve = _CURVES[key]
     worst, at = 0.0, 0
     for it in range(min(total, release_total)):  # both curves are relative to the base lr
         err = abs(curve[it] - theirs_curve[it])

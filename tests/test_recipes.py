@@ -9,6 +9,7 @@ import math
 import os.path as osp
 
 import pytest
+from mmengine.logging import MMLogger
 
 from mavit_mm.analysis.recipe import compare_with_release, effective_recipe, format_rows, lr_curve, undocumented
 from mavit_mm.analysis.release_recipes import DELIBERATE, RELEASE_RECIPES
@@ -17,6 +18,16 @@ from mavit_mm.utils.config_tools import build_model, load_config
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet', 'imagenet')
 CONFIGS = sorted(p for f in FOLDERS for p in glob.glob(osp.join(ROOT, 'configs', f, '*.py')))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _quiet_optimizer_constructor():
+    """mmengine logs three lines per parameter when it builds param groups: thousands per config."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    yield
+    logger.setLevel(level)
 
 
 def name_of(path: str) -> str:

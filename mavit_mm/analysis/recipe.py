@@ -21,7 +21,7 @@ from mmengine.registry import PARAM_SCHEDULERS
 from torch import nn
 
 from ..utils.config_tools import fp32_optim_wrapper
-from .release_recipes import DELIBERATE, RELEASE_RECIPES, config_family
+from .release_recipes import ADE_CROP, DELIBERATE, DETR_MS_CROP, RELEASE_RECIPES, config_family
 
 # Training-set sizes that fix the iterations per epoch of epoch-based schedules.
 TRAIN_IMAGES = {'CocoDataset': 117266, 'ImageNet': 1281167}  # COCO train2017 after filter_empty_gt
@@ -90,7 +90,6 @@ def summarize_pipeline(cfg: Config) -> str:
                 and tuple(crops[0]['crop_size']) == (384, 600)
                 and _scales(branches[0][0]) == list(range(480, 801, 32))
                 and _scales(branches[1][0]) == [400, 500, 600] and 'RandomFlip' in by_type):
-            from .release_recipes import DETR_MS_CROP
             return DETR_MS_CROP
     if 'Resize' in by_type and by_type['Resize'].get('scale') in ((1333, 800), [1333, 800]) \
             and by_type['Resize'].get('keep_ratio') and 'RandomFlip' in by_type and len(types) <= 5:
@@ -99,7 +98,6 @@ def summarize_pipeline(cfg: Config) -> str:
         r, c = by_type['RandomResize'], by_type['RandomCrop']
         if tuple(r['scale']) == (2048, 512) and tuple(r['ratio_range']) == (0.5, 2.0) \
                 and tuple(c['crop_size']) == (512, 512) and c.get('cat_max_ratio') == 0.75:
-            from .release_recipes import ADE_CROP
             return ADE_CROP
     if 'RandomResizedCrop' in by_type and 'RandAugment' in by_type:
         crop, ra = by_type['RandomResizedCrop'], by_type['RandAugment']

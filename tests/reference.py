@@ -35,6 +35,25 @@ def mala_scores(pq: Tensor, pk: Tensor, rq: Tensor, rk: Tensor, scale: float) ->
     return (1 + 1 / (z + EPS)) * scale * (rq @ rk.transpose(-1, -2)) / n - z / n
 
 
+def region_mala(q: Tensor, k: Tensor, v: Tensor, scale: float, allowed: Tensor = None):
+    """Eq. 13 over the keys each query may see (``allowed`` 0/1 ``(N, N)``; all by default), written
+    out per query: ``(output, scores)``, no rotation."""
+    pq, pk, v = phi(q.double()), phi(k.double()), v.double()
+    n = pq.shape[-2]
+    allowed = torch.ones(n, n, dtype=torch.double) if allowed is None else allowed.double()
+    rows = []
+    for i in range(n):  # one query at a time, over its m visible keys
+        keys = allowed[i].bool()
+        m = int(keys.sum())
+        z = scale * (pq[..., i, :] * pk[..., keys, :].mean(-2)).sum(-1)[..., None]
+        dots = (pk[..., keys, :] * pq[..., i:i + 1, :]).sum(-1)
+        row = torch.zeros(*pq.shape[:-2], n, dtype=torch.double)
+        row[..., keys] = (1 + 1 / (z + EPS)) * scale * dots / m - z / m
+        rows.append(row)
+    scores = torch.stack(rows, dim=-2)
+    return scores @ v, scores
+
+
 def linear_attention_scores(pq: Tensor, pk: Tensor) -> Tensor:
     """Plain linear attention (Eq. 7): phi(q_i).phi(k_j) / sum_j phi(q_i).phi(k_j)."""
     s = pq @ pk.transpose(-1, -2)

@@ -16,7 +16,8 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, enable_tta, enable_visualization,
+from mavit_mm.utils.checkpoint_file import check_checkpoint_file
+from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, enable_tta, enable_visualization,
                                         set_data_root)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
@@ -31,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--show-dir', help='draw predictions into this folder (relative paths: under the work dir)')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation of the config's tta_model")
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s')
+    parser.add_argument('--cuda-graphs', action='store_true',
+                        help='replay the backbone from CUDA graphs (CUDAGraphHook, eval): fixed-size test inputs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -45,6 +48,7 @@ def main() -> None:
         raise ValueError(f'--out must be a .pkl file, got {args.out}')
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
+    check_checkpoint_file(args.checkpoint)
     cfg = Config.fromfile(args.config)
     check_custom_imports(cfg)
     cfg.launcher = args.launcher
@@ -52,6 +56,8 @@ def main() -> None:
         cfg.merge_from_dict(args.cfg_options)
     if args.data_root:
         set_data_root(cfg, args.data_root)
+    if args.cuda_graphs:
+        add_cuda_graph_hook(cfg, 'eval')
     prepare_cpu_distributed(cfg, args.launcher)
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0])

@@ -10,7 +10,7 @@ import os.path as osp
 import sys
 
 # Before anything touches CUDA: growable segments instead of fixed-size ones cut the fragmentation of
-# varying batch shapes and of CUDA-graph pools (MAViT(cuda_graphs='train'): docs/benchmarks.md, run S).
+# varying batch shapes and of CUDA-graph pools (--cuda-graphs train; docs/speed.md).
 # A value set by the user wins.
 os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', 'expandable_segments:True')
 
@@ -23,7 +23,8 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mavit_mm.utils.config_tools import (check_custom_imports, check_datasets, set_data_root, train_in_fp32,
+from mavit_mm.utils.checkpoint_file import check_checkpoint_file
+from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, set_data_root, train_in_fp32,
                                         use_atomic_checkpoints)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
@@ -35,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
                         help='resume from CKPT, or without a value from the latest checkpoint in work_dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
+    parser.add_argument('--cuda-graphs', choices=['eval', 'train', 'all'],
+                        help='replay the backbone from CUDA graphs (CUDAGraphHook): train for fixed-size crops')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help="scale the lr by (total batch size / the config's auto_scale_lr.base_batch_size)")
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s (all splits)')
@@ -65,6 +68,8 @@ def main() -> None:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.cuda_graphs:
+        add_cuda_graph_hook(cfg, args.cuda_graphs)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
@@ -72,7 +77,10 @@ def main() -> None:
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
+        check_checkpoint_file(args.resume)
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('load_from'):
+        check_checkpoint_file(cfg.load_from)
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
 

@@ -1,7 +1,7 @@
 # RetinaNet 1x with MAViT-T (paper Table 4: 24 M params, 201 G FLOPs, 45.6 AP).
 # Recipe of the release: 8 GPUs x 2 images, AdamW lr 4e-4 wd 1e-4 on every parameter, steps at 8 and 11,
 # mixed precision with a static loss scale of 512, SyncBN in the backbone. The FPN starts at stage 2
-# (start_level=1) with extra convs on its input, as stock. (docs/recipes.md: tools/analysis/print_recipe.py)
+# (start_level=1) with extra convs on its input, as stock. (docs/recipes.md: tools/analysis_tools/print_recipe.py)
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
 custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)
 

@@ -1,21 +1,16 @@
 """Attention scores of softmax, plain linear attention and MALA, explicitly, for a few queries.
 
-Used by tools/analysis/visualize_attention.py. MALA's scores are formed only for the chosen queries
+Used by tools/analysis_tools/visualize_attention.py. MALA's scores are formed only for the chosen queries
 (rows of the N x N matrix), never the whole matrix.
 """
 from typing import Dict, List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mavit_mm.models.layers import MALAttention, RoPESoftmaxAttention, apply_rotary
-from mavit_mm.models.layers.mala import EPS
-
-
-def phi(x: Tensor) -> Tensor:
-    """The feature map of MALA and linear attention, ``ELU(x) + 1``."""
-    return F.elu(x) + 1
+from mavit_mm.models.layers import MALAttention, RoPESoftmaxAttention
+from mavit_mm.ops.mala.naive import mala_scores, phi
+from mavit_mm.ops.rotary import apply_rotary
 
 
 def scaled_query_scores(q: Tensor, k: Tensor, scales: Sequence[float] = (1, 2, 4, 8)) -> Dict[str, Tensor]:
@@ -36,11 +31,10 @@ def scaled_query_scores(q: Tensor, k: Tensor, scales: Sequence[float] = (1, 2, 4
     out: Dict[str, List[Tensor]] = {'softmax': [], 'linear': [], 'mala': []}
     for a in scales:
         out['softmax'].append(torch.softmax(s * (a * q) @ k.T, dim=-1))
-        pq, pk = a * phi(q), phi(k)
+        pq, pk = a * phi(q)[None], phi(k)
         dots = pq @ pk.T
-        out['linear'].append(dots / dots.sum())
-        z = s * pq @ pk.mean(0)
-        out['mala'].append((1 + 1 / (z + EPS)) * s * dots / n - z / n)
+        out['linear'].append((dots / dots.sum())[0])
+        out['mala'].append(mala_scores(pq, pk, pq, pk, s)[0])
     return {name: torch.stack(rows) for name, rows in out.items()}
 
 
@@ -68,11 +62,8 @@ def block_scores(attn: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor], querie
     idx = torch.as_tensor(list(queries))
     if isinstance(attn, MALAttention):
         pq, pk = phi(q), phi(k)
-        n = pk.shape[1]
-        z = attn.scale * pq[:, idx] @ pk.mean(1, keepdim=True).transpose(1, 2)  # (heads, Q, 1)
-        rq = apply_rotary(pq, sin, cos)[:, idx]
-        rk = apply_rotary(pk, sin, cos)
-        scores = (1 + 1 / (z + EPS)) * attn.scale * rq @ rk.transpose(1, 2) / n - z / n
+        scores = mala_scores(pq[:, idx], pk, apply_rotary(pq, sin, cos)[:, idx], apply_rotary(pk, sin, cos),
+                             attn.scale)
     elif isinstance(attn, RoPESoftmaxAttention):
         rq = apply_rotary(q, sin, cos)[:, idx]
         rk = apply_rotary(k, sin, cos)

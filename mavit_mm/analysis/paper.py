@@ -1,6 +1,6 @@
 """The paper's figures (ICCV 2025, Tables 2-5), keyed by the name of the config that reproduces each row.
 
-Used by the model zoo page, the metafiles and ``tools/analysis/collect_results.py``. Params in M,
+Used by the model zoo page, the metafiles and ``tools/analysis_tools/collect_results.py``. Params in M,
 FLOPs in G (module operations only, see :mod:`mavit_mm.analysis.complexity`), metrics in %.
 """
 from dataclasses import dataclass, field

@@ -6,9 +6,10 @@ Reads the metrics mmengine wrote for the last test run of work_dirs/toy_mask_rcn
 work_dirs/toy_upernet; exits 1 if a metric is below what an untrained model could reach.
 """
 import glob
-import json
 import os.path as osp
 import sys
+
+from mavit_mm.analysis.logs import last_test_metrics
 
 # Thresholds well above what a model that learned nothing reaches and well below what the toy runs
 # reached (docs/toy.md): the untrained detector scores 0.000 bbox and segm mAP, the fine-tuned one
@@ -20,22 +21,12 @@ CHECKS = {
 }
 
 
-def last_test_metrics(work_dir: str) -> dict:
-    """Metrics of the newest run in ``work_dir`` that only tested (its json log holds no loss)."""
-    for path in sorted(glob.glob(osp.join(work_dir, '*', '*.json')), reverse=True):
-        with open(path) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-        if lines and not any('loss' in line for line in lines):
-            return lines[-1]
-    return {}
-
-
 def main() -> int:
     root = sys.argv[1] if len(sys.argv) > 1 else 'work_dirs'
     ok = True
     print(f"\n{'job':<16}{'metric':<16}{'value':>8}{'needs':>8}")
     for job, checks in CHECKS.items():
-        metrics = last_test_metrics(osp.join(root, job))
+        metrics = last_test_metrics(osp.join(root, job)) or {}
         for key, need in checks:
             value = metrics.get(key)
             passed = value is not None and value >= need

@@ -7,7 +7,7 @@ buffer names equal the authors' release, so its checkpoints load without remappi
 """
 import contextlib
 import copy
-import functools
+import warnings
 from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,31 +19,53 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+# only for the deprecated ``cuda_graphs`` argument: graphs are an engine-level switch now
+from mavit_mm.engine.cuda_graphs import CUDA_GRAPHS_MODES, enable_cuda_graphs
+from mavit_mm.ops.mala import kernels_can_run
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
-from ..layers.cuda_graphs import (CUDA_GRAPHS_MODES, graphs_applicable, run_graphed, run_graphed_train,
-                                   train_graphs_applicable)
-from ..layers.fast_path import FAST_PATH_MODES, resolve_fast_path, run_block_compiled
 from ..layers.rotary import RotaryEmbedding2d
 from ..utils.pretrained import load_pretrained_backbone
 
 DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
 WITH_CP_PARTS = ('block', 'ffn', 'stem')
+FAST_PATH_MODES = ('auto', 'off')
+# accepted for one more release, with a DeprecationWarning: what they mean now
+_DEPRECATED_FAST_PATH = {
+    'kernels': "'kernels' is what 'auto' does on CUDA",
+    'compile': "blocks are no longer compiled one by one; compile the whole model instead (mmengine: "
+               "compile=True in the config, or torch.compile(model))",
+}
 
 
-def parse_with_cp(with_cp: Union[bool, str, Sequence[str]]) -> FrozenSet[str]:
-    """``with_cp`` as the set of parts it recomputes: ``False`` -> {}, ``True`` -> {'block'}, a part
-    name or a sequence of them (``('ffn', 'stem')``)."""
+def parse_fast_path(mode: str) -> str:
+    """``fast_path`` as one of :data:`FAST_PATH_MODES` (old values warn and map to ``'auto'``)."""
+    if mode in _DEPRECATED_FAST_PATH:
+        warnings.warn(f"MAViT(fast_path={mode!r}) is deprecated and now means 'auto': "
+                      f'{_DEPRECATED_FAST_PATH[mode]}.', DeprecationWarning, stacklevel=3)
+        return 'auto'
+    if mode not in FAST_PATH_MODES:
+        raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {mode!r}')
+    return mode
+
+
+def parse_with_cp(with_cp: Union[bool, Sequence[str]]) -> FrozenSet[str]:
+    """``with_cp`` as the set of parts it recomputes: ``False`` -> {}, ``True`` -> {'block'} (whole
+    blocks, as mmpretrain's backbones), a list of parts -> those (``['ffn', 'stem']``)."""
     if with_cp is False or with_cp is None:
         return frozenset()
     if with_cp is True:
         return frozenset({'block'})
-    parts = [with_cp] if isinstance(with_cp, str) else list(with_cp) if isinstance(with_cp, (list, tuple)) else None
+    if isinstance(with_cp, str):
+        warnings.warn(f'MAViT(with_cp={with_cp!r}) is deprecated: pass a list, with_cp=[{with_cp!r}] '
+                      "(or True for whole blocks).", DeprecationWarning, stacklevel=3)
+        with_cp = [with_cp]
+    parts = list(with_cp) if isinstance(with_cp, (list, tuple)) else None
     if parts is None or not parts or any(p not in WITH_CP_PARTS for p in parts):
-        raise ValueError(f'with_cp must be False, True (= \'block\'), one of {WITH_CP_PARTS} or a list of them '
-                         f"such as ('ffn', 'stem'), got {with_cp!r}")
+        raise ValueError(f'with_cp must be False, True (whole blocks) or a list of parts from {WITH_CP_PARTS} '
+                         f"such as ['ffn', 'stem'], got {with_cp!r}")
     if {'block', 'ffn'} <= set(parts):
-        raise ValueError("with_cp: 'block' already recomputes the FFNs; use ('block', 'stem') or ('ffn', 'stem')")
+        raise ValueError("with_cp: 'block' already recomputes the FFNs; use ['block', 'stem'] or ['ffn', 'stem']")
     return frozenset(parts)
 
 
@@ -113,11 +135,9 @@ class MAViTStage(nn.Module):
 
     def __init__(self, embed_dims: int, depth: int, num_heads: int, attn_types: Sequence[str],
                  mlp_ratio: float, drop_paths: Sequence[float], layer_scale_init_value: float,
-                 out_channels: Optional[int], norm_cfg: dict, with_cp: FrozenSet[str] = frozenset(),
-                 fast_path: str = 'off') -> None:
+                 out_channels: Optional[int], norm_cfg: dict, with_cp: FrozenSet[str] = frozenset()) -> None:
         super().__init__()
         self.with_cp = 'block' in with_cp
-        self.fast_path = fast_path
         self.RoPE = RotaryEmbedding2d(embed_dims, num_heads)
         self.blocks = nn.ModuleList([
             MAViTBlock(embed_dims, num_heads, attn_types[j], mlp_ratio, drop_paths[j],
@@ -128,13 +148,11 @@ class MAViTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         rope = self.RoPE(x.shape[-2:])
-        compiled = resolve_fast_path(self.fast_path, x) == 'compile'
         for block in self.blocks:
-            fn = functools.partial(run_block_compiled, block) if compiled else block
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(fn, x, rope, use_reentrant=False)
+                x = cp.checkpoint(block, x, rope, use_reentrant=False)
             else:
-                x = fn(x, rope)
+                x = block(x, rope)
         return x, (self.downsample(x) if self.downsample is not None else x)
 
 
@@ -168,26 +186,20 @@ class MAViT(BaseModule):
             with their output norms; -1 freezes nothing. Defaults to -1.
         norm_eval (bool): Keep BN layers (SyncBN included) in eval mode while training.
             Defaults to False.
-        with_cp (bool | str | Sequence[str]): Activation checkpointing while training, by part.
-            ``'block'`` (or ``True``): each block keeps only its input and runs again in the
-            backward (least memory, most recomputation). ``'ffn'``: each FFN keeps only its
-            input and runs again in the backward (its 3.5x-wide hidden maps are the largest
-            activations; see ``tools/analysis/activation_memory.py``).
-            ``'stem'``: the stem keeps only the image and runs again in the backward (its stride-2
-            maps are the next largest; BN running statistics are updated once). Combine as
-            ``('ffn', 'stem')``. ``False``: keep everything. Defaults to False.
-        fast_path (str): ``'auto'`` (the fast path on CUDA, the reference elsewhere),
-            ``'kernels'`` (fused Triton MALA kernels and channels-last maps on CUDA),
-            ``'compile'`` (``'kernels'`` plus blocks through ``torch.compile``) or ``'off'`` (the
-            plain PyTorch reference). All compute the same function; see ``layers/fast_path.py``
-            and docs/benchmarks.md. Defaults to ``'auto'``.
-        cuda_graphs (bool | str): With the fast path on, replay the backbone from CUDA graphs
-            captured per input shape: removes the launch overhead that bounds small batches and the
-            training step. ``'eval'`` (or ``True``): no-grad eval forwards (up to 8 shapes kept; for
-            fixed-size inference such as sliding-window crops). ``'train'``: training forwards and
-            their backward (a shape is captured the second time it is seen, up to 8 shapes; others
-            run eagerly; for fixed-size crops; see ``layers/cuda_graphs.py`` for what it needs).
-            ``'all'``: both. Defaults to False.
+        with_cp (bool | Sequence[str]): Activation checkpointing while training. ``True``: each
+            block keeps only its input and runs again in the backward (least memory, most
+            recomputation), as mmpretrain's backbones. A list selects parts: ``'block'`` (as True),
+            ``'ffn'``: each FFN keeps only its input (its 3.5x-wide hidden maps are the largest
+            activations; see ``tools/analysis_tools/benchmark.py memory``), ``'stem'``: the stem
+            keeps only the image (its stride-2 maps are the next largest; BN running statistics
+            are updated once); e.g. ``['ffn', 'stem']``. Defaults to False.
+        fast_path (str): ``'auto'``: on CUDA, MALA runs as fused Triton kernels
+            (:mod:`mavit_mm.ops.mala`) and feature maps stay channels-last; elsewhere, and with
+            ``'off'``, plain PyTorch. Both compute the same function (docs/speed.md). Defaults to
+            ``'auto'``.
+        cuda_graphs (bool | str): Deprecated: use ``custom_hooks=[dict(type='CUDAGraphHook',
+            module='backbone', mode=...)]`` or :func:`mavit_mm.engine.enable_cuda_graphs`, which
+            this calls with ``'eval'`` for True, else the given mode. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -219,7 +231,7 @@ class MAViT(BaseModule):
                  out_norms: bool = True,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 with_cp: Union[bool, str, Sequence[str]] = False,
+                 with_cp: Union[bool, Sequence[str]] = False,
                  fast_path: str = 'auto',
                  cuda_graphs: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -239,16 +251,10 @@ class MAViT(BaseModule):
                              f'stem, k the stem and the first k stages), got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.with_cp = parse_with_cp(with_cp)
-        if cuda_graphs not in CUDA_GRAPHS_MODES:
-            raise ValueError(f"cuda_graphs must be one of {CUDA_GRAPHS_MODES} (True is 'eval'), got {cuda_graphs!r}")
-        if cuda_graphs in ('train', 'all') and 'block' in self.with_cp:
-            raise ValueError("cuda_graphs='train' cannot capture with_cp='block' (it re-seeds DropPath in the "
-                             "backward); use with_cp='ffn' or ('ffn', 'stem') for memory")
-        if cuda_graphs in ('train', 'all') and fast_path == 'compile':
-            raise ValueError("cuda_graphs='train' replays the 'kernels' fast path; with fast_path='compile' use "
-                             "torch.compile's own graphs (mode='reduce-overhead') instead, or fast_path='auto'")
+        fast_path = parse_fast_path(fast_path)
+        if cuda_graphs not in (False, True) + CUDA_GRAPHS_MODES:
+            raise ValueError(f'cuda_graphs must be False, True or one of {CUDA_GRAPHS_MODES}, got {cuda_graphs!r}')
         self.norm_eval = norm_eval
-        self.cuda_graphs = cuda_graphs
         self.attn_types = self._parse_attn_types(attn_types, depths)
         if drop_path_rate is None:
             drop_path_rate = self.arch_settings.get('drop_path_rate', 0.0)
@@ -263,23 +269,34 @@ class MAViT(BaseModule):
             self.layers.append(MAViTStage(
                 embed_dims[i], depths[i], self.arch_settings['num_heads'][i], self.attn_types[i],
                 mlp_ratio, dpr[start:start + depths[i]], layer_init_values[i],
-                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, self.with_cp, fast_path))
+                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, self.with_cp))
         self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims)
                             if out_norms else None)
         self.apply(self._init_module)
         self.set_fast_path(fast_path)
         self._freeze_stages()
+        if cuda_graphs:
+            mode = 'eval' if cuda_graphs is True else cuda_graphs
+            warnings.warn(f'MAViT(cuda_graphs={cuda_graphs!r}) is deprecated: add custom_hooks=[dict('
+                          f"type='CUDAGraphHook', module='backbone', mode={mode!r})] to the config instead.",
+                          DeprecationWarning, stacklevel=2)
+            enable_cuda_graphs(self, mode)
 
     def set_fast_path(self, mode: str) -> 'MAViT':
-        """Switch between the fast path and the reference (see ``fast_path``); weights are shared."""
-        if mode not in FAST_PATH_MODES:
-            raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {mode!r}')
-        self.fast_path = mode
+        """Switch between the fast path and plain PyTorch (see ``fast_path``); weights are shared."""
+        self.fast_path = parse_fast_path(mode)
         for stage in self.layers:
-            stage.fast_path = mode
             for block in stage.blocks:
-                block.attn.use_kernels = mode != 'off'
+                block.attn.use_kernels = self.fast_path != 'off'
         return self
+
+    def check_cuda_graphs(self, mode: str) -> None:
+        """Refuse CUDA-graph modes this configuration cannot be captured in (see
+        :func:`mavit_mm.engine.enable_cuda_graphs`)."""
+        if mode in ('train', 'all') and 'block' in self.with_cp:
+            raise ValueError("CUDA graphs of the training step cannot capture with_cp=True (whole blocks are "
+                             "recomputed with DropPath re-seeded in the backward); use with_cp=['ffn'] or "
+                             "['ffn', 'stem'] for memory")
 
     # ------------------------------------------------------------------ argument parsing
     @classmethod
@@ -390,18 +407,9 @@ class MAViT(BaseModule):
                 f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
                 f'mean/std to as many values), or convert the images to {self.in_channels} channels '
                 f"(LoadImageFromFile color_type='color').")
-        mode = resolve_fast_path(self.fast_path, x)
-        if mode != 'off' and self.cuda_graphs in (True, 'eval', 'all') and graphs_applicable(self, x):
-            return run_graphed(self, self._forward, x)
-        if mode == 'kernels' and self.cuda_graphs in ('train', 'all') and train_graphs_applicable(self, x):
-            return run_graphed_train(self, self._forward, x)
-        return self._forward(x)
-
-    def _forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         # channels-last on the fast path: LayerNorm2d's permutes become views, the attention's
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs
-        channels_last = resolve_fast_path(self.fast_path, x) != 'off'
-        if channels_last:
+        if self.fast_path != 'off' and kernels_can_run(x):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.patch_embed(x)
         outs = []

@@ -29,7 +29,7 @@ class ConvAttentionBase(nn.Module):
         self.qkvo = nn.Conv2d(embed_dims, embed_dims * 4, 1)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, 1, 2, groups=embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
-        # set by the backbone's fast_path: attend() may use fused kernels on CUDA tensors
+        # set by the backbone's fast_path: attend() may use fused kernels where they run
         self.use_kernels = False
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""2-D rotary position encoding (RoPE) of MAViT.
+"""2-D rotary position encoding (RoPE) of MAViT: the tables (the rotation itself is in :mod:`mavit_mm.ops.rotary`).
 
 Each head's ``head_dim`` channels form ``head_dim / 2`` consecutive pairs. The
 first half of the pairs is rotated by the token's row index times a frequency,
@@ -8,6 +8,10 @@ from typing import Tuple
 
 import torch
 from torch import Tensor, nn
+
+from mavit_mm.ops.rotary import apply_rotary, rotate_pairs
+
+__all__ = ['RotaryEmbedding2d', 'apply_rotary', 'rotate_pairs']
 
 
 class RotaryEmbedding2d(nn.Module):
@@ -46,15 +50,3 @@ class RotaryEmbedding2d(nn.Module):
         theta_w = (cols[:, None] * self.angle)[None, :, :].expand(h, w, -1)
         theta = torch.cat([theta_h, theta_w], dim=-1).reshape(h * w, -1)
         return theta.sin(), theta.cos()
-
-
-def rotate_pairs(x: Tensor) -> Tensor:
-    """Map every consecutive channel pair ``(x0, x1)`` to ``(-x1, x0)``."""
-    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
-    return torch.stack((-x1, x0), dim=-1).flatten(-2)
-
-
-def apply_rotary(x: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-    """Rotate ``x`` of shape ``(..., N, head_dim)`` by the tables of
-    :class:`RotaryEmbedding2d` (each ``(N, head_dim)``)."""
-    return x * cos + rotate_pairs(x) * sin

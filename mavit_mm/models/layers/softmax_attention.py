@@ -4,7 +4,7 @@ from torch import Tensor
 
 from mavit_mm.registry import MODELS
 from .attention_base import ConvAttentionBase
-from .rotary import apply_rotary
+from mavit_mm.ops.rotary import apply_rotary
 
 
 def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor,

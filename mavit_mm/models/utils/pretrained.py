@@ -7,6 +7,8 @@ from typing import Dict, List, Optional, Tuple
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import Tensor, nn
 
+from mavit_mm.utils.checkpoint_file import check_checkpoint_file
+
 # Top-level modules of the release's ImageNet classifier that are not part of the backbone.
 CLS_HEAD_PREFIXES = ('proj.', 'norm.', 'head.')
 
@@ -89,6 +91,7 @@ def load_pretrained_backbone(model: nn.Module, filename: str, prefix: Optional[s
     """
     log = logger.info if logger is not None else print
     warn = logger.warning if logger is not None else print
+    check_checkpoint_file(filename)
     state = extract_state_dict(CheckpointLoader.load_checkpoint(filename, map_location=map_location))
     if prefix is None and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'

@@ -9,11 +9,10 @@ parameters that go (0.02 M for Swin-T). No rotary encoding: the models stay as t
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from mmpretrain.models.utils.attention import MultiheadAttention, WindowMSA
 from torch import Tensor
 
-from mavit_mm.models.layers.mala import EPS, mala_attention
+from mavit_mm.ops.mala.naive import mala_attention, mala_scores, phi
 
 
 def windowed_mala(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[Tensor] = None) -> Tensor:
@@ -32,18 +31,11 @@ def windowed_mala(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[
         return mala_attention(q, k, v, None, None, scale)
     out_dtype = v.dtype
     with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v = (F.elu(q.float()) + 1.0, F.elu(k.float()) + 1.0, v.float())
+        pq, pk, v = phi(q.float()), phi(k.float()), v.float()
         nw = mask.shape[0]
-        allowed = (mask > -1).float()                                     # (nW, N, N)
-        allowed = allowed.repeat(q.shape[0] // nw, 1, 1).unsqueeze(1)     # (B*nW, 1, N, N)
-        count = allowed.sum(-1, keepdim=True)                             # keys in the query's region
-        # Sums restricted to the region: k_mean, v_mean and k^T v per query, through the 0/1 mask.
-        # Regions are few (<= 4), but the mask form is exact for any mask and N is a window (49).
-        k_mean = (allowed @ k) / count
-        v_mean = (allowed @ v) / count
-        z = scale * (q * k_mean).sum(-1, keepdim=True)
-        scores = (q @ k.transpose(-2, -1)) * allowed                      # (B*nW, h, N, N), N = window
-        out = (1.0 + 1.0 / (z + EPS)) * scale * (scores @ v) / count - z * v_mean
+        # pairs that may attend share a region: MALA's sums restricted to the query's region
+        allowed = (mask > -1).float().repeat(q.shape[0] // nw, 1, 1).unsqueeze(1)   # (B*nW, 1, N, N)
+        out = mala_scores(pq, pk, pq, pk, scale, allowed) @ v
     return out.to(out_dtype)
 
 

@@ -1,0 +1,74 @@
+"""The subcommands of ``tools/analysis_tools/benchmark.py``: ``model``, ``backbone``, ``train-iter``, ``memory``.
+
+Each module has ``add_arguments(parser)`` and ``run(args) -> dict``; the flags they share are added by
+:func:`add_common_arguments` and mean the same everywhere.
+"""
+import argparse
+import contextlib
+from typing import Iterator, Optional
+
+import torch
+
+PRECISIONS = ('fp32', 'bf16', 'fp16')
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, shape=None, batch_size=None, warmup: int = 5,
+                         repeats: int = 20, precision: Optional[str] = 'bf16') -> None:
+    """``--precision``, ``--batch-size``, ``--shape``, ``--warmup``, ``--repeats``, ``--device``, ``--out``."""
+    parser.add_argument('--precision', choices=PRECISIONS, default=precision,
+                        help='fp32, or bf16 / fp16 autocast' + (' (default: %(default)s)' if precision else
+                                                                ' (default: what the config says)'))
+    parser.add_argument('--batch-size', type=positive_int, default=batch_size, help='images per step')
+    parser.add_argument('--shape', type=positive_int, nargs=2, default=shape, metavar=('H', 'W'),
+                        help='input size')
+    parser.add_argument('--warmup', type=non_negative_int, default=warmup, help='untimed steps first')
+    parser.add_argument('--repeats', type=positive_int, default=repeats, help='timed steps (median reported)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--out', help='write every figure as json (atomically)')
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
+    return value
+
+
+def check_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
+    """The ``--device`` as a torch device, or a parser error that says what to pass."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        parser.error(f'--device {device!r} is not a device: use cuda, cuda:N or cpu')
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device here; pass --device cpu')
+    return dev
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to bf16 / fp16, or nothing for fp32."""
+    if precision == 'fp32':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
+
+
+@contextlib.contextmanager
+def no_tf32() -> Iterator[None]:
+    """Exact fp32 matmuls and convolutions (what ``--precision fp32`` means)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def print_env(env: dict) -> None:
+    print('\n'.join(f'# {k}: {v}' for k, v in env.items()), flush=True)

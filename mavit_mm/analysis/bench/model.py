@@ -1,0 +1,60 @@
+"""``benchmark.py model CONFIG``: inference throughput of a config's whole model, as the paper measured it.
+
+Defaults as the paper's figures: classification 224x224 batch 64 (Fig. 5), segmentation 512x2048
+batch 1 (Fig. 6), detection 800x1280 batch 1. The model runs in eval mode, ``mode='tensor'`` (raw
+head outputs, no post-processing; two-stage detectors get 1000 fixed proposals), random weights,
+under ``torch.no_grad``.
+"""
+import argparse
+import os.path as osp
+
+import torch
+from mmengine.config import DictAction
+
+from ..benchmarking import environment, measure
+from ..complexity import PAPER_SHAPES, TensorForward, dummy_data_samples
+from . import add_common_arguments, autocast, check_device, print_env
+
+BATCH_SIZES = {'mmpretrain': 64, 'mmseg': 1, 'mmdet': 1}  # Fig. 5: batch 64; Fig. 6: batch 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('config')
+    add_common_arguments(parser, warmup=10, repeats=30, precision='fp32')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    from mavit_mm.utils.config_tools import build_model, load_model_config
+    device = check_device(parser, args.device)
+    try:
+        cfg = load_model_config(args.config, args.cfg_options)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    scope = cfg.default_scope
+    shape = tuple(args.shape) if args.shape else PAPER_SHAPES[scope]
+    batch = args.batch_size or BATCH_SIZES[scope]
+    env = environment()
+    print_env(env)
+    model = build_model(cfg).to(device).eval()
+    two_stage = scope == 'mmdet' and getattr(model, 'with_rpn', False)
+    samples = dummy_data_samples(scope, shape, two_stage)
+    if samples is not None:
+        samples = [s.to(device) for s in samples] * batch
+    wrapped = TensorForward(model, samples)
+    inputs = torch.randn(batch, 3, *shape, device=device)
+
+    def step():
+        with torch.no_grad(), autocast(device, args.precision):
+            return wrapped(inputs)
+
+    result = measure(step, device, args.warmup, args.repeats)
+    result.update(config=osp.splitext(osp.basename(args.config))[0], shape=list(shape), batch_size=batch,
+                  precision=args.precision, images_per_s=batch / (result['median_ms'] / 1e3), env=env)
+    print(f'{result["config"]}: batch {batch} x 3 x {shape[0]} x {shape[1]}, {args.precision}, {device}')
+    line = f'median {result["median_ms"]:.2f} ms (min {result["min_ms"]:.2f}, max {result["max_ms"]:.2f}, ' \
+           f'{args.repeats} repeats after {args.warmup} warm-up), {result["images_per_s"]:.1f} img/s'
+    if 'peak_mem_mib' in result:
+        line += f', peak memory {result["peak_mem_mib"]:.0f} MiB'
+    print(line)
+    return result

@@ -1,0 +1,91 @@
+"""``benchmark.py train-iter CONFIG [CONFIG ...]``: training-iteration time of mmdet / mmseg configs, side by side.
+
+Each config's own model and optimizer wrapper (``optim_wrapper``; ``--precision`` replaces it for every
+config alike: ``fp16`` / ``bf16`` an ``AmpOptimWrapper`` as ``tools/train.py --amp`` (dynamic loss scale),
+``fp32`` a plain ``OptimWrapper``), random backbone weights, SyncBN as BN, on a fixed synthetic batch
+(``--batch-size`` images of ``--shape``; detectors: 10 boxes with masks each, mmdet's ``demo_mm_inputs``;
+segmentors: random label maps): ``model.train_step`` as the Runner calls it.
+"""
+import argparse
+import contextlib
+import os.path as osp
+from typing import List
+
+import torch
+
+from ..benchmarking import environment, measure
+from . import add_common_arguments, check_device, no_tf32, print_env
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('configs', nargs='+')
+    add_common_arguments(parser, shape=(800, 1344), batch_size=2, precision=None)
+
+
+def _prepare(config: str, precision, device: torch.device):
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import DefaultScope
+
+    from mavit_mm.utils.config_tools import build_model, load_model_config
+    cfg = load_model_config(config)
+    backbone = cfg.model.get('backbone', {})
+    if backbone.get('norm_cfg', {}).get('type') == 'SyncBN':
+        backbone.norm_cfg = dict(backbone.norm_cfg, type='BN')
+    model = build_model(cfg).to(device).train()
+    optim_cfg = cfg.optim_wrapper.copy()
+    if precision in ('fp16', 'bf16'):
+        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic',
+                         dtype='float16' if precision == 'fp16' else 'bfloat16')
+    elif precision == 'fp32' or (device.type == 'cpu' and optim_cfg.get('type') == 'AmpOptimWrapper'):
+        optim_cfg.type = 'OptimWrapper'  # mmengine's AMP wrapper needs a GPU
+        for key in ('loss_scale', 'dtype'):
+            optim_cfg.pop(key, None)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    return cfg, model, optim_wrapper
+
+
+def synthetic_batch(scope: str, batch: int, shape) -> dict:
+    """A fixed training batch as the data preprocessor receives it."""
+    if scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        return demo_mm_inputs(batch_size=batch, image_shapes=[(3, *shape)] * batch, num_items=[10] * batch,
+                              with_mask=True)
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(batch):
+        s = SegDataSample(metainfo=dict(img_shape=tuple(shape), ori_shape=tuple(shape), pad_shape=tuple(shape)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, *shape), generator=g))
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 256, (3, *shape), dtype=torch.uint8, generator=g) for _ in range(batch)],
+                data_samples=samples)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    from mmengine.registry import DefaultScope
+    device = check_device(parser, args.device)
+    for config in args.configs:
+        if not config.startswith(('mmdet::', 'mmseg::')) and not osp.isfile(config):
+            parser.error(f'config {config} not found')
+    env = environment()
+    print_env(env)
+    rows: List[dict] = []
+    for config in args.configs:
+        cfg, model, optim_wrapper = _prepare(config, args.precision, device)
+        packed = synthetic_batch(cfg.default_scope, args.batch_size, args.shape)
+        exact = no_tf32() if args.precision == 'fp32' else contextlib.nullcontext()
+        with DefaultScope.overwrite_default_scope(cfg.default_scope), exact:
+            def step(model=model, optim_wrapper=optim_wrapper):
+                return model.train_step(packed, optim_wrapper)
+            r = measure(step, device, args.warmup, args.repeats)
+        r.update(config=osp.splitext(osp.basename(config))[0], batch_size=args.batch_size, shape=list(args.shape),
+                 precision=args.precision or 'config')
+        rows.append(r)
+        print(f'{r["config"]:55s} {r["median_ms"]:8.1f} ms/iter'
+              + (f'  peak {r["peak_mem_mib"]:.0f} MiB' if 'peak_mem_mib' in r else ''), flush=True)
+        del model, optim_wrapper
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    return dict(env=env, rows=rows)

@@ -1,0 +1,123 @@
+"""MALA as one op: ``mala(q, k, v, sin, cos, scale, backend=...)``.
+
+Backends, computing the same function (:mod:`.naive` is the definition):
+
+- ``'naive'``: plain PyTorch, any device (:func:`.naive.mala_attention`).
+- ``'triton'``: the fused forward and backward kernels of :mod:`.triton`; CUDA tensors, or CPU
+  tensors under ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests).
+- ``'auto'``: ``'triton'`` where :func:`kernels_usable` says the kernels can run and passed their
+  self-check on this device, else ``'naive'``.
+"""
+import importlib.util
+import os
+import warnings
+from typing import Dict, Optional
+
+import torch
+from torch import Tensor
+
+from .naive import EPS, mala_attention, mala_scores, phi
+
+BACKENDS = ('auto', 'naive', 'triton')
+
+# per device: did the fused kernels pass their self-check (see check_kernels)
+_KERNELS_OK: Dict[torch.device, bool] = {}
+# read once: Triton reads TRITON_INTERPRET when it first compiles, and torch.compile traces constants
+_TRITON = importlib.util.find_spec('triton') is not None
+_INTERPRET = os.environ.get('TRITON_INTERPRET') == '1'
+
+
+def triton_available() -> bool:
+    """Whether the Triton package is installed."""
+    return _TRITON
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels through its CPU interpreter (``TRITON_INTERPRET=1`` at import)."""
+    return _INTERPRET
+
+
+def kernels_can_run(x: Tensor) -> bool:
+    """Whether Triton kernels can run on ``x``'s device: CUDA with Triton installed, or CPU under
+    Triton's interpreter."""
+    return _TRITON and (x.is_cuda or (_INTERPRET and x.device.type == 'cpu'))
+
+
+def kernels_usable(q: Tensor) -> bool:
+    """Whether the fused kernels take ``q`` ``(B, heads, N, head_dim)``: a device they run on, an
+    even head_dim (rotation pairs) of at most 128, and kernels that passed :func:`check_kernels`
+    there (inside a ``torch.compile`` trace: only if already checked)."""
+    if not (kernels_can_run(q) and q.dim() == 4 and q.shape[-1] % 2 == 0 and q.shape[-1] <= 128):
+        return False
+    if torch.compiler.is_compiling():
+        return _KERNELS_OK.get(q.device, False)
+    return check_kernels(q.device)
+
+
+def check_kernels(device: torch.device) -> bool:
+    """Run the fused kernels once per device on a small problem (forward and backward, fp32,
+    channels-last views, with rotation) against :func:`.naive.mala_attention`. A Triton / driver
+    combination that fails to compile them or computes something else gets a warning and the naive
+    backend instead of a crash or wrong results."""
+    device = torch.device(device)
+    if device in _KERNELS_OK:
+        return _KERNELS_OK[device]
+    reason = ''
+    try:
+        from .triton import mala_attention_triton  # Triton is optional: imported only on this path
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 4 * 64, 9, 11, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+        theta = torch.rand(99, 64, generator=g).to(device)
+        sin, cos = theta.sin(), theta.cos()
+        grad = torch.randn(1, 1, 99, 64, generator=g).to(device)
+        results = []
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            for fn in (mala_attention, mala_attention_triton):
+                xx = x.detach().requires_grad_(True)
+                q, k, v = (t.reshape(1, 1, 64, 99).transpose(-2, -1) for t in xx.chunk(4, dim=1)[:3])
+                out = fn(q, k, v, sin, cos, 0.125)
+                results.append(torch.cat([out.detach().flatten(), torch.autograd.grad(out, xx, grad)[0].flatten()]))
+        err = ((results[1] - results[0]).norm() / results[0].norm()).item()
+        ok = err < 1e-3
+        reason = f'relative error {err:.1e} against the naive form'
+    except Exception as e:  # any failure to compile or launch: fall back, never crash a user's run
+        ok = False
+        reason = f'{type(e).__name__}: {str(e)[:300]}'
+    if not ok:
+        warnings.warn(f'MAViT: the Triton MALA kernels failed their self-check on {device} ({reason}); '
+                      "MALA runs in plain PyTorch there. Set fast_path='off' to silence this, and "
+                      'please report it with your torch / Triton versions.', RuntimeWarning)
+    _KERNELS_OK[device] = ok
+    return ok
+
+
+def mala(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor] = None, cos: Optional[Tensor] = None,
+         scale: Optional[float] = None, backend: str = 'auto') -> Tensor:
+    """Magnitude-aware linear attention of every query over all keys.
+
+    Args:
+        q, k, v (Tensor): Raw projections ``(B, heads, N, head_dim)`` (any strides: the fused
+            kernels read head views of a convolution's output in place).
+        sin, cos (Tensor, optional): Rotary tables ``(N, head_dim)``; None for no rotation.
+        scale (float, optional): Defaults to ``head_dim ** -0.5``.
+        backend (str): One of :data:`BACKENDS`. Defaults to ``'auto'``.
+
+    Returns:
+        Tensor: ``(B, heads, N, head_dim)`` in ``v``'s dtype (``'triton'``: in ``q``'s memory order).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    if backend == 'triton' and not kernels_can_run(q):
+        raise RuntimeError(f"backend='triton' needs Triton and a CUDA tensor (or TRITON_INTERPRET=1 on CPU); "
+                           f"got a {q.device.type} tensor with Triton {'' if triton_available() else 'not '}"
+                           "installed. Use backend='auto' to fall back to plain PyTorch.")
+    if backend == 'triton' or (backend == 'auto' and kernels_usable(q)):
+        from .triton import mala_attention_triton
+        return mala_attention_triton(q, k, v, sin, cos, scale)
+    return mala_attention(q, k, v, sin, cos, scale)
+
+
+__all__ = ['BACKENDS', 'EPS', 'check_kernels', 'kernels_can_run', 'kernels_usable', 'mala', 'mala_attention',
+           'mala_scores', 'phi', 'triton_available']

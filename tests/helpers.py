@@ -1,0 +1,84 @@
+"""Helpers shared by the test layers (``conftest.py`` holds the options, markers and fixtures)."""
+import os.path as osp
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def rel_err(a: Tensor, b: Tensor) -> float:
+    """``|a - b| / |b|`` in float64 (Frobenius norms)."""
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+
+
+def grad_err(fast: Dict[str, Tensor], ref: Dict[str, Tensor]) -> float:
+    """Largest relative gradient error; biases right before a BatchNorm have a zero gradient in
+    exact arithmetic (the norm removes them), so there both paths must just stay at rounding noise."""
+    assert fast.keys() == ref.keys()
+    scale = max(g.norm().item() for g in ref.values())
+    errs = []
+    for k, g in ref.items():
+        if g.norm() < 1e-6 * scale:
+            assert fast[k].norm() < 1e-5 * scale, k
+        else:
+            errs.append(rel_err(fast[k], g))
+    return max(errs)
+
+
+def randomize_(model: nn.Module) -> nn.Module:
+    """Give every float parameter and BN statistic non-default values, so nothing is an identity."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if name.endswith('RoPE.angle') or not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=g)
+            if name.endswith('running_var'):
+                t.copy_(0.5 + noise.abs())
+            elif name.endswith(('gamma_1', 'gamma_2')) or 'norm' in name and name.endswith('weight'):
+                t.copy_(1 + 0.2 * noise)
+            else:
+                t.add_(0.05 * noise)
+    return model
+
+
+def forward_backward(model: nn.Module, x: Tensor, dtype: Optional[torch.dtype] = None):
+    """Outputs (fp32), input gradient and parameter gradients of a fixed weighted loss on ``model(x)``,
+    under autocast to ``dtype`` if given."""
+    x = x.clone().requires_grad_(True)
+    with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        outs = model(x)
+    loss = sum((o.float() * torch.linspace(-1, 1, o.shape[1], device=o.device)[:, None, None]).mean()
+               for o in outs)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    return [o.float() for o in outs], x.grad, grads
+
+
+def run_tool(*args: str, timeout: float = 900, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository root (a tool under tools/), output captured."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def tool_argv(path: str) -> List[str]:
+    return [sys.executable, osp.join(ROOT, path)]
+
+
+def call_tool(path: str, *args: str) -> int:
+    """Run the tool at ``path`` (relative to the repository root) in this process, as
+    ``python path ARGS`` would; returns its exit status (read its output with pytest's capsys)."""
+    import runpy
+    saved = sys.argv
+    sys.argv = [path, *args]
+    try:
+        runpy.run_path(osp.join(ROOT, path), run_name='__main__')
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0

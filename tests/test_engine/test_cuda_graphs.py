@@ -1,0 +1,191 @@
+"""CUDA-graph replay (mavit_mm.engine.cuda_graphs) of a MAViT backbone against its eager runs: eval and
+training steps, gradient accumulation, DropPath, the hook, and a no-op on CPU."""
+import copy
+
+import pytest
+import torch
+
+from helpers import forward_backward, grad_err, randomize_, rel_err
+from mavit_mm import MAViT
+from mavit_mm.engine import cuda_graphs
+from mavit_mm.engine.cuda_graphs import cuda_graphs_mode, disable_cuda_graphs, enable_cuda_graphs
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason='CUDA graphs need a CUDA GPU')
+
+
+@pytest.mark.parametrize('mode', ['eval', 'all'])
+def test_cuda_graphs_are_a_no_op_on_cpu(mode):
+    model = enable_cuda_graphs(randomize_(MAViT(arch='t', drop_path_rate=0.0)), mode)
+    assert cuda_graphs_mode(model) == mode
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        outs = model.eval()(x)
+        ref = copy.deepcopy(model).set_fast_path('off')(x)
+    assert all(torch.equal(a, b) for a, b in zip(outs, ref))
+    ref = copy.deepcopy(model).set_fast_path('off').train()
+    for _ in range(2):  # twice: on CUDA a shape is captured when seen again
+        outs, ref_outs = model.train()(x), ref(x)
+        assert all(torch.equal(a, b) for a, b in zip(outs, ref_outs)) and outs[0].requires_grad
+
+
+def test_graph_gradient_buffers_must_not_become_grad():
+    """Why the training graphs hand out copies of their gradients (not torch.cuda.make_graphed_callables,
+    whose backward returns its static buffers): autograd keeps a returned gradient tensor as ``.grad``
+    itself, so the next replay, writing the buffer, rewrites the accumulated gradient."""
+    static_grad = torch.zeros(3)
+
+    class ReturnsStaticBuffer(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight):
+            return x * weight.detach()
+
+        @staticmethod
+        def backward(ctx, grad):
+            static_grad.copy_(grad)  # what a graph replay does
+            return None, static_grad.detach()
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    ReturnsStaticBuffer.apply(torch.ones(3), weight).mul(1.0).sum().backward()  # gradient 1
+    assert weight.grad.data_ptr() == static_grad.data_ptr()  # kept, not copied
+    ReturnsStaticBuffer.apply(torch.ones(3), weight).mul(5.0).sum().backward()  # accumulates 5
+    assert weight.grad.tolist() == [10.0] * 3  # not 6: the first gradient was overwritten, then doubled
+
+
+@needs_cuda
+def test_cuda_graphs_replay_fresh_results_per_input_and_shape():
+    """Eval forwards replayed from CUDA graphs equal eager forwards, for new inputs of a captured
+    shape (not stale outputs), a second shape, and under bf16 autocast; training stays eager."""
+    eager = randomize_(MAViT(arch='t')).cuda().eval()
+    graphed = copy.deepcopy(eager)
+    enable_cuda_graphs(graphed, 'eval')
+    with torch.no_grad():
+        for shape in [(1, 3, 128, 256), (1, 3, 128, 256), (2, 3, 96, 160)]:
+            x = torch.randn(*shape, device='cuda')
+            for a, b in zip(graphed(x), eager(x)):
+                assert rel_err(a, b) < 1e-5
+        with torch.autocast('cuda', dtype=torch.bfloat16):
+            x = torch.randn(1, 3, 128, 256, device='cuda')
+            for a, b in zip(graphed(x), eager(x)):
+                assert rel_err(a.float(), b.float()) < 1e-2
+    assert len(cuda_graphs._CACHES[graphed]) == 3  # two shapes in fp32, one under autocast
+    graphed.train()
+    outs = graphed(torch.randn(2, 3, 64, 64, device='cuda', requires_grad=True))
+    assert outs[0].requires_grad and len(cuda_graphs._CACHES[graphed]) == 3
+
+
+def _zero_grads(*models, set_to_none: bool) -> None:
+    for m in models:
+        m.zero_grad(set_to_none=set_to_none)
+
+
+@needs_cuda
+@pytest.mark.parametrize('with_cp', [False, ['ffn', 'stem']], ids=['keep', 'ffn+stem'])
+@pytest.mark.parametrize('dtype', [None, torch.bfloat16], ids=['fp32', 'bf16'])
+def test_cuda_graphs_train_steps_match_eager(dtype, with_cp):
+    """cuda_graphs='train' against the same model run eagerly, step by step: the first sighting of a shape
+    eager, the second captured and replayed, then replays; new inputs each step; gradients accumulated over
+    two steps and zeroed both ways; a second shape; outputs, input and parameter gradients, BN statistics."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', drop_path_rate=0.0, with_cp=with_cp)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    enable_cuda_graphs(graphed, 'train')
+    tol = 1e-5 if dtype is None else 2e-2
+    shapes = [(2, 3, 96, 128)] * 4 + [(1, 3, 64, 96)] * 3
+    for step, shape in enumerate(shapes):
+        if step != 3:  # step 3 accumulates onto step 2's gradients
+            _zero_grads(eager, graphed, set_to_none=step % 2 == 0)
+        x = torch.randn(*shape, device='cuda')
+        outs_g, gx_g, grads_g = forward_backward(graphed, x, dtype)
+        outs_e, gx_e, grads_e = forward_backward(eager, x, dtype)
+        assert max(rel_err(a, b) for a, b in zip(outs_g, outs_e)) < tol, step
+        assert rel_err(gx_g, gx_e) < tol, step
+        assert grad_err(grads_g, grads_e) < tol, step
+        for (name, b_e), b_g in zip(eager.named_buffers(), graphed.buffers()):
+            assert rel_err(b_g.float(), b_e.float()) < 1e-5, (step, name)
+    state = cuda_graphs._TRAIN[graphed]
+    # each shape ran eagerly once, then from its graphs: steps 1-3 and 5-6
+    assert len(state.entries) == 2 and state.replays == 5
+
+
+@needs_cuda
+def test_cuda_graphs_train_second_forward_before_backward_runs_eagerly():
+    """Two forwards before one backward (two views through one backbone): the graphs hold one set of
+    saved activations, so the second forward runs eagerly and both gradients stay right."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', drop_path_rate=0.0)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    enable_cuda_graphs(graphed, 'train')
+    x1, x2 = torch.randn(2, 2, 3, 64, 96, device='cuda')
+    for _ in range(2):  # capture
+        sum(o.mean() for o in graphed(x1)).backward()
+        sum(o.mean() for o in eager(x1)).backward()
+    _zero_grads(eager, graphed, set_to_none=True)
+    with pytest.warns(RuntimeWarning, match='second forward before the backward'):
+        loss_g = sum((a * b).mean() for a, b in zip(graphed(x1), graphed(x2)))
+    loss_e = sum((a * b).mean() for a, b in zip(eager(x1), eager(x2)))
+    loss_g.backward()
+    loss_e.backward()
+    assert rel_err(loss_g, loss_e) < 1e-5
+    assert grad_err({n: p.grad for n, p in graphed.named_parameters()},
+                    {n: p.grad for n, p in eager.named_parameters()}) < 1e-5
+
+
+@needs_cuda
+def test_cuda_graphs_train_replays_draw_new_drop_path_masks():
+    model = randomize_(MAViT(arch='t', drop_path_rate=0.5)).cuda().train()
+    enable_cuda_graphs(model, 'train')
+    x = torch.randn(2, 3, 64, 96, device='cuda')
+    outs = []
+    for _ in range(4):  # eager, capture + replay, replay, replay
+        out = model(x)
+        sum(o.mean() for o in out).backward()
+        outs.append(out[-1].detach())
+    assert all(torch.isfinite(o).all() for o in outs)
+    assert not torch.equal(outs[2], outs[3]) and not torch.equal(outs[1], outs[2])
+
+
+def test_enable_checks_and_undo():
+    model = MAViT(arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), out_indices=(0, 1), attn_types='mala')
+    with pytest.raises(ValueError, match=r"mode must be one of \('eval', 'train', 'all'\)"):
+        enable_cuda_graphs(model, 'always')
+    with pytest.raises(ValueError, match=r"cannot capture with_cp=True"):
+        enable_cuda_graphs(MAViT(arch='t', with_cp=True), 'train')
+    enable_cuda_graphs(MAViT(arch='t', with_cp=True), 'eval')  # inference is fine
+    enable_cuda_graphs(model, 'all')
+    state = model.state_dict()
+    assert copy.deepcopy(model).forward.args[0] is not model  # a copy graphs itself, not the original
+    disable_cuda_graphs(model)
+    assert cuda_graphs_mode(model) is None and model.state_dict().keys() == state.keys()
+
+
+def test_deprecated_backbone_argument_installs_the_engine_wrapper():
+    with pytest.warns(DeprecationWarning, match="add custom_hooks=\\[dict\\(type='CUDAGraphHook'"):
+        model = MAViT(arch='t', cuda_graphs=True)
+    assert cuda_graphs_mode(model) == 'eval'
+    with pytest.raises(ValueError, match='cuda_graphs must be False, True or one of'):
+        MAViT(arch='t', cuda_graphs='always')
+
+
+def test_hook_graphs_the_named_submodule_of_the_runner_model():
+    from mmengine.registry import HOOKS
+    from torch import nn
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = MAViT(arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), attn_types='mala',
+                                  out_indices=(0, 1))
+
+    class FakeRunner:  # the one attribute the hook reads
+        model = Detector()
+
+    hook = HOOKS.build(dict(type='CUDAGraphHook', module='backbone', mode='train'))
+    hook.before_run(FakeRunner)
+    assert cuda_graphs_mode(FakeRunner.model.backbone) == 'train'
+    with pytest.raises(ValueError, match="has no submodule 'neck'"):
+        HOOKS.build(dict(type='CUDAGraphHook', module='neck')).before_run(FakeRunner)
+    with pytest.raises(ValueError, match='mode must be one of'):
+        HOOKS.build(dict(type='CUDAGraphHook', mode='infer'))

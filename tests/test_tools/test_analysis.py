@@ -1,0 +1,198 @@
+"""Params / FLOPs as the paper counts them, the full count, the metafiles and the model zoo page,
+collect_results.py and benchmark.py."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from mmengine.config import Config
+from torch import nn
+
+from mavit_mm.analysis.complexity import PAPER_SHAPES, full_flops, model_complexity
+from mavit_mm.analysis.paper import PAPER_ROWS
+from mavit_mm.ops.mala.naive import mala_attention
+from mavit_mm.utils.config_tools import build_model
+
+from helpers import ROOT, call_tool, run_tool  # noqa: E402
+T_CONFIGS = [n for n in PAPER_ROWS if 'mavit-t_' in n]
+
+
+def metafile_models():
+    index = yaml.safe_load(open(osp.join(ROOT, 'model-index.yml')))
+    return {m['Name']: m for path in index['Import'] for m in yaml.safe_load(open(osp.join(ROOT, path)))['Models']}
+
+
+@pytest.mark.parametrize('name', T_CONFIGS)
+def test_t_variants_params_and_flops_as_the_paper(name):
+    """Measured now: within the issue's tolerances of the paper, and what the metafile and zoo page say."""
+    row = PAPER_ROWS[name]
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', row.folder, name + '.py'))
+    cfg.model.backbone.init_cfg = None
+    fig = model_complexity(build_model(cfg), cfg.default_scope, PAPER_SHAPES[cfg.default_scope], full=False)
+    params_m, gflops = fig['params'] / 1e6, fig['flops_paper'] / 1e9
+    assert abs(params_m - row.params) <= 0.5, params_m
+    assert abs(gflops / row.flops - 1) <= 0.03, gflops
+    meta = metafile_models()[name]['Metadata']
+    assert meta['Parameters'] == fig['params']
+    assert abs(meta['FLOPs'] / fig['flops_paper'] - 1) < 1e-3  # random proposals/inputs: same count
+
+
+def test_every_metafile_entry_within_tolerance_of_the_paper():
+    models = metafile_models()
+    assert set(models) == set(PAPER_ROWS)
+    for name, model in models.items():
+        row = PAPER_ROWS[name]
+        assert abs(model['Metadata']['Parameters'] / 1e6 - row.params) <= 0.5, name
+        assert abs(model['Metadata']['FLOPs'] / 1e9 / row.flops - 1) <= 0.03, name
+        assert model['Metadata']['FLOPs (full count)'] > model['Metadata']['FLOPs'] * 0.5, name
+        assert osp.isfile(osp.join(ROOT, model['Config'])), name
+        assert model['Results Source'].startswith('paper')
+        for result in model['Results']:
+            for metric, value in result['Metrics'].items():
+                assert row.metrics[metric] == value
+
+
+def test_model_index_validates():
+    from modelindex import load
+    errors = load(osp.join(ROOT, 'model-index.yml')).check(silent=True)
+    assert errors == []
+
+
+def test_model_zoo_page_is_generated_from_the_metafiles():
+    out = run_tool('tools/misc/gen_model_zoo.py', '--reuse', '--check')
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+class _SDPA(nn.Module):
+    def forward(self, x):
+        return F.scaled_dot_product_attention(x, x, x)
+
+
+class _MALA(nn.Module):
+    def forward(self, x):
+        return mala_attention(x, x, x, None, None, x.shape[-1] ** -0.5)
+
+
+def test_full_count_includes_attention_products():
+    b, h, n, d = 2, 3, 50, 16
+    x = torch.randn(b, h, n, d)
+    assert full_flops(_SDPA(), x) == 2 * b * h * n * n * d          # q k^T and attn v
+    # MALA: q . mean(k) (N d), k^T v (N d^2), q (k^T v) (N d^2): linear in N
+    assert full_flops(_MALA(), x) == b * h * (n * d + 2 * n * d * d)
+
+
+def test_get_flops_cli_writes_both_counts(tmp_path):
+    out_json = tmp_path / 'flops.json'
+    out = run_tool('tools/analysis_tools/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py', '--out', str(out_json))
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out_json.read_text())
+    assert result['shape'] == [224, 224] and result['paper_flops_g'] == 2.5
+    assert abs(result['flops_paper'] / 1e9 / 2.5 - 1) <= 0.03
+    assert result['flops_full'] > 0 and 'paper convention' in out.stdout and 'full count' in out.stdout
+
+
+BENCHMARK = 'tools/analysis_tools/benchmark.py'
+
+
+def test_benchmark_model_runs_on_cpu(tmp_path, capsys):
+    out_json = tmp_path / 'bench.json'
+    assert call_tool(BENCHMARK, 'model', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py',
+                     '--shape', '64', '96', '--batch-size', '2', '--warmup', '1', '--repeats', '3',
+                     '--device', 'cpu', '--out', str(out_json)) == 0
+    result = json.loads(out_json.read_text())
+    assert result['shape'] == [64, 96] and result['batch_size'] == 2 and result['repeats'] == 3
+    assert result['min_ms'] <= result['median_ms'] <= result['max_ms'] and result['precision'] == 'fp32'
+    assert result['env']['torch'] == torch.__version__ and 'median' in capsys.readouterr().out
+
+
+def test_benchmark_train_iter_runs_on_cpu(tmp_path):
+    """A detector of ours beside a stock one, and a segmentor (its synthetic label maps)."""
+    out_json = tmp_path / 'iter.json'
+    assert call_tool(BENCHMARK, 'train-iter', 'configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py',
+                     'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+                     'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py', '--device', 'cpu',
+                     '--shape', '64', '64', '--batch-size', '2', '--warmup', '1', '--repeats', '2',
+                     '--out', str(out_json)) == 0  # batch 2: UperNet's pooling BN needs more than one value
+    rows = json.loads(out_json.read_text())['rows']
+    assert [r['config'] for r in rows] == ['retinanet_mavit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco',
+                                           'upernet_mavit-t_8xb2-160k_ade20k-512x512']
+    assert all(r['median_ms'] > 0 and r['repeats'] == 2 for r in rows)
+
+
+def test_benchmark_backbone_runs_on_cpu(tmp_path):
+    """Each mode and a torchvision peer on the same inputs; ratios against the same arch's plain run;
+    with_cp (here ffn + stem) only in training steps; the sweep has all three attention kinds."""
+    out_json = tmp_path / 'bench.json'
+    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', 'ResNet-50 (torchvision)',
+                     '--modes', 'auto', 'graphs', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train',
+                     '--batch-size', '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1',
+                     '--sweep', str(tmp_path / 'sweep.png'), '--sweep-sizes', '64', '--out', str(out_json)) == 0
+    result = json.loads(out_json.read_text())
+    labels = [(r['setting'], r['model']) for r in result['rows']]
+    assert labels == [('cls', 'MAViT-T (off)'), ('cls', 'MAViT-T (auto)'), ('cls', 'MAViT-T (graphs)'),
+                      ('cls', 'ResNet-50 (torchvision)'), ('train', 'MAViT-T (off)'), ('train', 'MAViT-T (auto)'),
+                      ('train', 'MAViT-T (auto, with_cp=ffn+stem)'), ('train', 'MAViT-T (graphs)'),
+                      ('train', 'MAViT-T (graphs, with_cp=ffn+stem)'), ('train', 'ResNet-50 (torchvision)')]
+    for r in result['rows']:
+        ref = next(x for x in result['rows'] if x['setting'] == r['setting'] and x['model'].endswith('(off)'))
+        assert abs(r['speedup_vs_off'] - ref['median_ms'] / r['median_ms']) < 1e-9
+    assert {r['attention'] for r in result['sweep']} == {'MALA (naive)', 'MALA (Triton)', 'softmax (SDPA)'}
+    assert (tmp_path / 'sweep.png').stat().st_size > 0 and result['env']['torch'] == torch.__version__
+
+
+@pytest.mark.parametrize('args,message', [
+    (['backbone', '--shape', '0', '0'], 'argument --shape: must be a positive integer, got 0'),
+    (['backbone', '--peers', 'AlexNet'], "--peers: ['AlexNet'] not installed here"),
+    (['backbone', '--with-cp', 'mlp'], "--with-cp mlp: unknown part(s) ['mlp']"),
+    (['backbone', '--precision', 'int8'], "argument --precision: invalid choice: 'int8'"),
+    (['model', 'configs/nope.py', '--device', 'cpu'], 'nope.py'),
+    (['train-iter', 'configs/nope.py', '--device', 'cpu'], 'config configs/nope.py not found'),
+    (['memory', '--device', 'tpu'], "--device 'tpu' is not a device"),
+])
+def test_benchmark_says_what_is_wrong(args, message, capsys):
+    assert call_tool(BENCHMARK, *args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_get_flops_checks_the_shape(capsys):
+    assert call_tool('tools/analysis_tools/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py',
+                     '--shape', '0', '0') == 2
+    assert 'argument --shape: must be a positive integer, got 0' in capsys.readouterr().err
+
+
+def test_count_negative_scores_covers_every_mala_score(tmp_path):
+    """The tool sees every N x N score of every MALA block for every image and checkpoint (MAViT-T at
+    64x64: stages 1-2, two blocks each, 16^2 tokens x 1 head and 8^2 tokens x 2 heads)."""
+    import mmcv
+    import numpy as np
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/toy/mavit-t_toy-cls.py'))
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'epoch_1.pth'
+    torch.save({'state_dict': build_model(cfg).state_dict()}, ckpt)
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        mmcv.imwrite(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), str(tmp_path / 'img' / f'{i}.png'))
+    out_json = tmp_path / 'neg.json'
+    out = run_tool('tools/analysis_tools/count_negative_scores.py', 'configs/toy/mavit-t_toy-cls.py', str(ckpt),
+              '--images', str(tmp_path / 'img'), '--size', '64', '--out', str(out_json))
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row, ) = json.loads(out_json.read_text())
+    assert row['checkpoint'] == 'epoch_1.pth'
+    assert row['total'] == 2 * (2 * 256 ** 2 * 1 + 2 * 64 ** 2 * 2)
+    assert 0 <= row['negative'] <= row['total'] and (row['negative'] > 0) == (row['min'] < 0)
+    assert row['share'] == row['negative'] / row['total'] and 'epoch_1.pth' in out.stdout
+
+
+def test_build_model_takes_the_top_level_data_preprocessor():
+    """mmpretrain configs put mean / std / to_rgb at the top level; the Runner moves them into the model,
+    and so must the analysis tools' build_model, or they feed unnormalised images."""
+    cfg = Config.fromfile(osp.join(ROOT, 'configs/toy/mavit-t_toy-cls.py'))
+    cfg.model.backbone.init_cfg = None
+    preprocessor = build_model(cfg).data_preprocessor
+    assert preprocessor._enable_normalize and preprocessor.to_rgb
+    assert preprocessor.mean.flatten().tolist() == pytest.approx(cfg.data_preprocessor.mean)

@@ -6,7 +6,7 @@ checkpoints that are never half-written, and allow-lists the types mmengine's
 Runner checkpoints hold for torch's weights-only loader.
 """
 from . import engine  # noqa: F401  (registers the release's epoch-wise warm-up + cosine lr schedule)
-from .models import MAViT, MALAttention, RoPESoftmaxAttention
+from .models import MALAttention, MAViT, RoPESoftmaxAttention
 from .utils import fileio  # noqa: F401  (registers mmengine's 'local_atomic' file backend)
 from .utils.mmpretrain_compat import disable_broken_multimodal
 from .utils.safe_checkpoint import register_runner_checkpoint_types

@@ -66,13 +66,20 @@ def _sample_image(rng: np.random.Generator, size: int) -> Tuple[np.ndarray, List
 def _coco_annotation(obj: dict, ann_id: int, image_id: int) -> dict:
     ys, xs = np.nonzero(obj['mask'])
     x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    return dict(id=ann_id, image_id=image_id, category_id=obj['label'] + 1, iscrowd=0,
-                bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
-                area=float(obj['mask'].sum()),
-                segmentation=[[round(float(v), 2) for v in obj['polygon'].reshape(-1)]])
+    return dict(
+        id=ann_id,
+        image_id=image_id,
+        category_id=obj['label'] + 1,
+        iscrowd=0,
+        bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        area=float(obj['mask'].sum()),
+        segmentation=[[round(float(v), 2) for v in obj['polygon'].reshape(-1)]])
 
 
-def make_toy_dataset(root: str, num_train: int = 160, num_val: int = 40, size: int = 128,
+def make_toy_dataset(root: str,
+                     num_train: int = 160,
+                     num_val: int = 40,
+                     size: int = 128,
                      seed: int = 0) -> Dict[str, str]:
     """Write the toy data under ``root`` (``coco/``, ``ade/``, ``cls/``) unless it is already complete.
 
@@ -88,17 +95,16 @@ def make_toy_dataset(root: str, num_train: int = 160, num_val: int = 40, size: i
     categories = [dict(id=i + 1, name=name) for i, name in enumerate(CLASSES)]
     for split, count in (('train', num_train), ('val', num_val)):
         ade_split = SPLITS[split]
-        for d in (osp.join(coco_root, split), osp.join(coco_root, 'annotations'),
-                  osp.join(ade_root, 'images', ade_split), osp.join(ade_root, 'annotations', ade_split),
-                  *(osp.join(cls_root, split, name) for name in CLASSES)):
+        for d in (osp.join(coco_root, split), osp.join(coco_root,
+                                                       'annotations'), osp.join(ade_root, 'images', ade_split),
+                  osp.join(ade_root, 'annotations', ade_split), *(osp.join(cls_root, split, name) for name in CLASSES)):
             os.makedirs(d, exist_ok=True)
         images, annotations = [], []
         for i in range(count):
             img, objects = _sample_image(rng, size)
             name = f'{split}_{i:05d}'
             cv2.imwrite(osp.join(coco_root, split, name + '.jpg'), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            cv2.imwrite(osp.join(ade_root, 'images', ade_split, name + '.jpg'), img,
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(osp.join(ade_root, 'images', ade_split, name + '.jpg'), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             label_map = np.zeros((size, size), np.uint8)
             for obj in objects:
                 label_map[obj['mask'].astype(bool)] = obj['label'] + 1
@@ -106,8 +112,9 @@ def make_toy_dataset(root: str, num_train: int = 160, num_val: int = 40, size: i
             cv2.imwrite(osp.join(ade_root, 'annotations', ade_split, name + '.png'), label_map)
             if objects:
                 largest = max(objects, key=lambda o: int(o['mask'].sum()))
-                cv2.imwrite(osp.join(cls_root, split, CLASSES[largest['label']], name + '.jpg'), img,
-                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+                cv2.imwrite(
+                    osp.join(cls_root, split, CLASSES[largest['label']], name + '.jpg'), img,
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
             images.append(dict(id=i + 1, file_name=name + '.jpg', height=size, width=size))
         ann_path = osp.join(coco_root, 'annotations', f'instances_{split}.json')
         with open(ann_path + '.tmp', 'w') as f:

@@ -3,9 +3,11 @@ import torch
 
 
 def pytest_addoption(parser):
-    parser.addoption('--gpu-full', action='store_true',
-                     help='run the full GPU sweep (every arch, every kernel layout, torch.compile for all '
-                          'archs); by default a GPU run takes a representative subset, in minutes')
+    parser.addoption(
+        '--gpu-full',
+        action='store_true',
+        help='run the full GPU sweep (every arch, every kernel layout, torch.compile for all '
+        'archs); by default a GPU run takes a representative subset, in minutes')
 
 
 def pytest_collection_modifyitems(config, items):

@@ -52,8 +52,7 @@ def forward_backward(model: nn.Module, x: Tensor, dtype: Optional[torch.dtype] =
     x = x.clone().requires_grad_(True)
     with torch.autocast(x.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         outs = model(x)
-    loss = sum((o.float() * torch.linspace(-1, 1, o.shape[1], device=o.device)[:, None, None]).mean()
-               for o in outs)
+    loss = sum((o.float() * torch.linspace(-1, 1, o.shape[1], device=o.device)[:, None, None]).mean() for o in outs)
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     return [o.float() for o in outs], x.grad, grads
@@ -61,8 +60,7 @@ def forward_backward(model: nn.Module, x: Tensor, dtype: Optional[torch.dtype] =
 
 def run_tool(*args: str, timeout: float = 900, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """``python ARGS`` from the repository root (a tool under tools/), output captured."""
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def tool_argv(path: str) -> List[str]:

@@ -20,8 +20,8 @@ def phi(x: Tensor) -> Tensor:
 def rotary_complex(x: Tensor, h: int, w: int, freqs: Tensor) -> Tensor:
     """Rotate x ``(..., h*w, d)``: channel pair p turns by row*f_p (first half) or col*f_p."""
     d = x.shape[-1]
-    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w)   # token -> row
-    cols = torch.arange(w, dtype=torch.float64).repeat(h)              # token -> col
+    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w)  # token -> row
+    cols = torch.arange(w, dtype=torch.float64).repeat(h)  # token -> col
     f = freqs.double()
     theta = torch.cat([rows[:, None] * f, cols[:, None] * f], dim=-1)  # (N, d/2)
     z = torch.view_as_complex(x.double().reshape(*x.shape[:-1], d // 2, 2).contiguous())
@@ -31,7 +31,7 @@ def rotary_complex(x: Tensor, h: int, w: int, freqs: Tensor) -> Tensor:
 def mala_scores(pq: Tensor, pk: Tensor, rq: Tensor, rk: Tensor, scale: float) -> Tensor:
     """Eq. 13's N x N scores: beta_i s rq_i.rk_j / N - gamma_i / N, beta = 1 + 1/z, gamma = z."""
     n = pq.shape[-2]
-    z = scale * (pq @ pk.mean(-2, keepdim=True).transpose(-1, -2))    # (..., N, 1)
+    z = scale * (pq @ pk.mean(-2, keepdim=True).transpose(-1, -2))  # (..., N, 1)
     return (1 + 1 / (z + EPS)) * scale * (rq @ rk.transpose(-1, -2)) / n - z / n
 
 
@@ -67,8 +67,8 @@ def softmax_scores(q: Tensor, k: Tensor, scale: float) -> Tensor:
 
 
 def _bn(sd, p, x):
-    return F.batch_norm(x, sd[p + '.running_mean'], sd[p + '.running_var'], sd[p + '.weight'],
-                        sd[p + '.bias'], False, 0.0, 1e-5)
+    return F.batch_norm(x, sd[p + '.running_mean'], sd[p + '.running_var'], sd[p + '.weight'], sd[p + '.bias'], False,
+                        0.0, 1e-5)
 
 
 def _conv(sd, p, x, stride=1, pad=0, groups=1):
@@ -84,7 +84,7 @@ def _ln2d(sd, p, x):
 def _attention(sd, p, x, heads, kind, freqs):
     b, c, h, w = x.shape
     d = c // heads
-    scale = d ** -0.5
+    scale = d**-0.5
     qkvo = _conv(sd, p + '.qkvo', x)
     q, k, v, o = (qkvo[:, i * c:(i + 1) * c] for i in range(4))
     lepe = _conv(sd, p + '.lepe', v, pad=2, groups=c)
@@ -99,8 +99,12 @@ def _attention(sd, p, x, heads, kind, freqs):
     return _conv(sd, p + '.proj', (out + lepe) * o)
 
 
-def reference_forward(sd: Dict[str, Tensor], x: Tensor, depths: Sequence[int],
-                      num_heads: Sequence[int], kinds: Sequence[str], out_norms: bool = True) -> List[Tensor]:
+def reference_forward(sd: Dict[str, Tensor],
+                      x: Tensor,
+                      depths: Sequence[int],
+                      num_heads: Sequence[int],
+                      kinds: Sequence[str],
+                      out_norms: bool = True) -> List[Tensor]:
     """Outputs of all four stages of the release's backbone (through extra_norms if ``out_norms``)."""
     for i in range(4):
         x = _conv(sd, f'patch_embed.proj.{3 * i}', x, stride=2 if i in (0, 3) else 1, pad=1)
@@ -131,20 +135,25 @@ def release_key_layout(depths: Sequence[int], with_cls_head: bool = False) -> Li
     for i in (0, 3, 6, 9):
         keys += [f'patch_embed.proj.{i}.weight', f'patch_embed.proj.{i}.bias']
     for i in (1, 4, 7, 10):
-        keys += [f'patch_embed.proj.{i}.{n}' for n in
-                 ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')]
+        keys += [
+            f'patch_embed.proj.{i}.{n}'
+            for n in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+        ]
     for i, depth in enumerate(depths):
         keys.append(f'layers.{i}.RoPE.angle')
         for j in range(depth):
             p = f'layers.{i}.blocks.{j}'
-            keys += [f'{p}.{m}.{t}' for m in ('pos', 'norm1.norm', 'norm2.norm', 'attn.qkvo', 'attn.lepe',
-                                              'attn.proj', 'ffn.fc1', 'ffn.dwconv', 'ffn.fc2')
-                     for t in ('weight', 'bias')]
+            keys += [
+                f'{p}.{m}.{t}' for m in ('pos', 'norm1.norm', 'norm2.norm', 'attn.qkvo', 'attn.lepe', 'attn.proj',
+                                         'ffn.fc1', 'ffn.dwconv', 'ffn.fc2') for t in ('weight', 'bias')
+            ]
             keys += [f'{p}.gamma_1', f'{p}.gamma_2']
         if i < 3:
             keys += [f'layers.{i}.downsample.reduction.weight', f'layers.{i}.downsample.reduction.bias']
-            keys += [f'layers.{i}.downsample.norm.{n}' for n in
-                     ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')]
+            keys += [
+                f'layers.{i}.downsample.norm.{n}'
+                for n in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')
+            ]
     if with_cls_head:
         keys += ['proj.weight', 'proj.bias', 'head.weight', 'head.bias']
         keys += [f'norm.{n}' for n in ('weight', 'bias', 'running_mean', 'running_var', 'num_batches_tracked')]
@@ -153,8 +162,7 @@ def release_key_layout(depths: Sequence[int], with_cls_head: bool = False) -> Li
     return keys
 
 
-def reference_cls_logits(sd: Dict[str, Tensor], x: Tensor, depths: Sequence[int],
-                         num_heads: Sequence[int]) -> Tensor:
+def reference_cls_logits(sd: Dict[str, Tensor], x: Tensor, depths: Sequence[int], num_heads: Sequence[int]) -> Tensor:
     """Logits of the release's ImageNet model: stage 4, proj, BN, swish, mean, head."""
     feat = reference_forward(sd, x, depths, num_heads, ['mala', 'mala', 'softmax', 'softmax'], False)[-1]
     y = _bn(sd, 'norm', _conv(sd, 'proj', feat))

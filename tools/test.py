@@ -11,14 +11,14 @@ import sys
 # configs under projects/ import their code as projects.<name>: make the repository importable
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config, DictAction
 from mmengine.evaluator import DumpResults
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, enable_tta, enable_visualization,
-                                        set_data_root)
+from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, enable_tta,
+                                         enable_visualization, set_data_root)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
@@ -32,8 +32,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--show-dir', help='draw predictions into this folder (relative paths: under the work dir)')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation of the config's tta_model")
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s')
-    parser.add_argument('--cuda-graphs', action='store_true',
-                        help='replay the backbone from CUDA graphs (CUDAGraphHook, eval): fixed-size test inputs')
+    parser.add_argument(
+        '--cuda-graphs',
+        action='store_true',
+        help='replay the backbone from CUDA graphs (CUDAGraphHook, eval): fixed-size test inputs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -59,8 +61,8 @@ def main() -> None:
     if args.cuda_graphs:
         add_cuda_graph_hook(cfg, 'eval')
     prepare_cpu_distributed(cfg, args.launcher)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs',
+                                                                    osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:  # after work_dir: relative show dirs go under it
         enable_visualization(cfg, args.show_dir, args.show)

@@ -17,15 +17,15 @@ os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', 'expandable_segments:True')
 # configs under projects/ import their code as projects.<name>: make the repository importable
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.logging import print_log  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, set_data_root, train_in_fp32,
-                                        use_atomic_checkpoints)
+from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, set_data_root,
+                                         train_in_fp32, use_atomic_checkpoints)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
@@ -33,17 +33,25 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector, segmentor or classifier')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/CONFIG_NAME)')
-    parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT, or without a value from the latest checkpoint in work_dir')
+    parser.add_argument(
+        '--resume',
+        nargs='?',
+        type=str,
+        const='auto',
+        help='resume from CKPT, or without a value from the latest checkpoint in work_dir')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision training')
-    parser.add_argument('--cuda-graphs', choices=['eval', 'train', 'all'],
-                        help='replay the backbone from CUDA graphs (CUDAGraphHook): train for fixed-size crops')
-    parser.add_argument('--auto-scale-lr', action='store_true',
-                        help="scale the lr by (total batch size / the config's auto_scale_lr.base_batch_size)")
+    parser.add_argument(
+        '--cuda-graphs',
+        choices=['eval', 'train', 'all'],
+        help='replay the backbone from CUDA graphs (CUDAGraphHook): train for fixed-size crops')
+    parser.add_argument(
+        '--auto-scale-lr',
+        action='store_true',
+        help="scale the lr by (total batch size / the config's auto_scale_lr.base_batch_size)")
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s (all splits)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, e.g. model.backbone.arch=small')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config settings, e.g. model.backbone.arch=small')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -61,8 +69,8 @@ def main() -> None:
     if args.data_root:
         set_data_root(cfg, args.data_root)
     prepare_cpu_distributed(cfg, args.launcher)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs',
+                                                                    osp.splitext(osp.basename(args.config))[0])
 
     if args.amp:
         if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
@@ -85,8 +93,11 @@ def main() -> None:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
 
     if not torch.cuda.is_available() and train_in_fp32(cfg):
-        print_log('no CUDA device: training in fp32 (mmengine\'s AmpOptimWrapper needs a GPU; the config asks '
-                  'for mixed precision)', logger='current', level=logging.WARNING)
+        print_log(
+            'no CUDA device: training in fp32 (mmengine\'s AmpOptimWrapper needs a GPU; the config asks '
+            'for mixed precision)',
+            logger='current',
+            level=logging.WARNING)
     use_atomic_checkpoints(cfg)
     check_datasets(cfg, ['train'] if args.no_validate else ['train', 'val'])
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)

@@ -29,7 +29,8 @@ def _pattern(name: str) -> str:
     return '.'.join(parts) or '(top level)'
 
 
-def saved_activations(model: nn.Module, forward: Callable[[], object],
+def saved_activations(model: nn.Module,
+                      forward: Callable[[], object],
                       group: bool = True) -> Tuple[int, Dict[str, int]]:
     """Bytes saved for backward by one ``forward()`` of ``model``.
 
@@ -72,8 +73,10 @@ def saved_activations(model: nn.Module, forward: Callable[[], object],
             seen[key] = (owner, storage.nbytes(), [weakref.ref(t)])
         return t
 
-    handles = [nn.modules.module.register_module_forward_pre_hook(pre),
-               nn.modules.module.register_module_forward_hook(post, always_call=True)]
+    handles = [
+        nn.modules.module.register_module_forward_pre_hook(pre),
+        nn.modules.module.register_module_forward_hook(post, always_call=True)
+    ]
     try:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = forward()

@@ -27,7 +27,7 @@ def scaled_query_scores(q: Tensor, k: Tensor, scales: Sequence[float] = (1, 2, 4
     """
     q, k = q.double(), k.double()
     n, d = k.shape
-    s = d ** -0.5
+    s = d**-0.5
     out: Dict[str, List[Tensor]] = {'softmax': [], 'linear': [], 'mala': []}
     for a in scales:
         out['softmax'].append(torch.softmax(s * (a * q) @ k.T, dim=-1))
@@ -57,13 +57,12 @@ def block_scores(attn: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor], querie
         the rotation.
     """
     q, k, _, _ = attn.qkvo(x).chunk(4, dim=1)
-    q, k = attn.split_heads(q)[0].double(), attn.split_heads(k)[0].double()    # (heads, N, d)
+    q, k = attn.split_heads(q)[0].double(), attn.split_heads(k)[0].double()  # (heads, N, d)
     sin, cos = (t.double() for t in rope)
     idx = torch.as_tensor(list(queries))
     if isinstance(attn, MALAttention):
         pq, pk = phi(q), phi(k)
-        scores = mala_scores(pq[:, idx], pk, apply_rotary(pq, sin, cos)[:, idx], apply_rotary(pk, sin, cos),
-                             attn.scale)
+        scores = mala_scores(pq[:, idx], pk, apply_rotary(pq, sin, cos)[:, idx], apply_rotary(pk, sin, cos), attn.scale)
     elif isinstance(attn, RoPESoftmaxAttention):
         rq = apply_rotary(q, sin, cos)[:, idx]
         rk = apply_rotary(k, sin, cos)
@@ -91,8 +90,7 @@ def capture_attention_input(backbone: nn.Module, image: Tensor, stage: int,
 
 
 @torch.no_grad()
-def negative_score_stats(attn: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor],
-                         chunk: int = 512) -> Dict[str, float]:
+def negative_score_stats(attn: nn.Module, x: Tensor, rope: Tuple[Tensor, Tensor], chunk: int = 512) -> Dict[str, float]:
     """Count MALA's negative attention scores over the whole ``N x N`` matrix, a chunk of queries at a time.
 
     Without rotation MALA's scores are positive; the rotary encoding can make ``rot(q) . rot(k)`` and

@@ -9,8 +9,12 @@ import torch
 
 def environment() -> Dict[str, str]:
     """Device and versions, printed in the header of every benchmark."""
-    info = {'python': platform.python_version(), 'torch': torch.__version__,
-            'cpu': platform.processor() or platform.machine(), 'threads': str(torch.get_num_threads())}
+    info = {
+        'python': platform.python_version(),
+        'torch': torch.__version__,
+        'cpu': platform.processor() or platform.machine(),
+        'threads': str(torch.get_num_threads())
+    }
     if torch.cuda.is_available():
         info['device'] = torch.cuda.get_device_name()
         info['cuda'] = str(torch.version.cuda)
@@ -29,8 +33,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_it(fn: Callable[[], object], device: torch.device, warmup: int = 5,
-            repeats: int = 20) -> List[float]:
+def time_it(fn: Callable[[], object], device: torch.device, warmup: int = 5, repeats: int = 20) -> List[float]:
     """Seconds per call of ``fn`` for ``repeats`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
@@ -44,8 +47,11 @@ def time_it(fn: Callable[[], object], device: torch.device, warmup: int = 5,
     return times
 
 
-def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5,
-            repeats: int = 20, settle: int = 1) -> Dict[str, float]:
+def measure(fn: Callable[[], object],
+            device: torch.device,
+            warmup: int = 5,
+            repeats: int = 20,
+            settle: int = 1) -> Dict[str, float]:
     """Median and spread of ``fn``'s time (ms) and, on CUDA, its peak memory (MiB) after warm-up:
     after ``settle`` calls (one; more where the first calls capture CUDA graphs). Two peaks: of the
     tensors allocated (``peak_mem_mib``, what mmengine logs) and of the memory reserved from the GPU
@@ -58,8 +64,12 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 5,
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     times = time_it(fn, device, warmup, repeats)
-    out = {'median_ms': 1e3 * statistics.median(times), 'min_ms': 1e3 * min(times),
-           'max_ms': 1e3 * max(times), 'repeats': repeats}
+    out = {
+        'median_ms': 1e3 * statistics.median(times),
+        'min_ms': 1e3 * min(times),
+        'max_ms': 1e3 * max(times),
+        'repeats': repeats
+    }
     if device.type == 'cuda':
         out['peak_mem_mib'] = torch.cuda.max_memory_allocated(device) / 2**20
         out['peak_reserved_mib'] = torch.cuda.max_memory_reserved(device) / 2**20

@@ -44,8 +44,7 @@ class TensorForward(nn.Module):
 def dummy_data_samples(scope: str, shape: Tuple[int, int], with_proposals: bool) -> Optional[list]:
     """Data samples for one ``(H, W)`` image: metainfo for mmdet / mmseg heads, proposals for RoI heads."""
     h, w = shape
-    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                scale_factor=(1.0, 1.0))
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w), scale_factor=(1.0, 1.0))
     if scope == 'mmdet':
         from mmdet.structures import DetDataSample
         from mmengine.structures import InstanceData
@@ -54,8 +53,8 @@ def dummy_data_samples(scope: str, shape: Tuple[int, int], with_proposals: bool)
             g = torch.Generator().manual_seed(0)
             xy = torch.rand(NUM_DUMMY_PROPOSALS, 2, generator=g) * torch.tensor([w * 0.8, h * 0.8])
             wh = torch.rand(NUM_DUMMY_PROPOSALS, 2, generator=g) * torch.tensor([w * 0.2, h * 0.2]) + 8
-            sample.proposals = InstanceData(bboxes=torch.cat([xy, xy + wh], dim=1),
-                                            scores=torch.rand(NUM_DUMMY_PROPOSALS, generator=g))
+            sample.proposals = InstanceData(
+                bboxes=torch.cat([xy, xy + wh], dim=1), scores=torch.rand(NUM_DUMMY_PROPOSALS, generator=g))
         return [sample]
     if scope == 'mmseg':
         from mmseg.structures import SegDataSample
@@ -109,10 +108,17 @@ def paper_flops(model: nn.Module, inputs: Tensor) -> int:
 
     from mavit_mm.models.layers.block import LayerNorm2d
     flops, _ = get_model_complexity_info(
-        model, tuple(inputs.shape[1:]), input_constructor=lambda _: {'inputs': inputs},
-        as_strings=False, print_per_layer_stat=False, backend='pytorch',
+        model,
+        tuple(inputs.shape[1:]),
+        input_constructor=lambda _: {'inputs': inputs},
+        as_strings=False,
+        print_per_layer_stat=False,
+        backend='pytorch',
         backend_specific_config={'count_functional': False},
-        custom_modules_hooks={nn.LayerNorm: _norm_hook, LayerNorm2d: _norm_hook})
+        custom_modules_hooks={
+            nn.LayerNorm: _norm_hook,
+            LayerNorm2d: _norm_hook
+        })
     return int(flops)
 
 
@@ -139,8 +145,7 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def model_complexity(model: nn.Module, scope: str, shape: Sequence[int],
-                     full: bool = True) -> Dict[str, Any]:
+def model_complexity(model: nn.Module, scope: str, shape: Sequence[int], full: bool = True) -> Dict[str, Any]:
     """Params and FLOPs of a built OpenMMLab model (mmdet / mmseg / mmpretrain) at ``(H, W)``.
 
     Returns:

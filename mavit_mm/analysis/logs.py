@@ -17,8 +17,9 @@ def _json_lines(path: str) -> List[dict]:
 
 def run_logs(work_dir: str) -> List[str]:
     """The json logs of the runs in ``work_dir``, oldest first."""
-    return sorted(p for p in glob.glob(osp.join(work_dir, '*', '*.json'))
-                  if osp.basename(p) == osp.basename(osp.dirname(p)) + '.json')
+    return sorted(
+        p for p in glob.glob(osp.join(work_dir, '*', '*.json'))
+        if osp.basename(p) == osp.basename(osp.dirname(p)) + '.json')
 
 
 def last_test_metrics(work_dir: str, keys: Optional[Container[str]] = None) -> Optional[Dict[str, float]]:

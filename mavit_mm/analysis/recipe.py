@@ -87,8 +87,7 @@ def summarize_pipeline(cfg: Config) -> str:
         branches = by_type['RandomChoice']['transforms']
         crops = [t for b in branches for t in b if t['type'] == 'RandomCrop']
         if (len(branches) == 2 and crops and crops[0].get('crop_type') == 'absolute_range'
-                and tuple(crops[0]['crop_size']) == (384, 600)
-                and _scales(branches[0][0]) == list(range(480, 801, 32))
+                and tuple(crops[0]['crop_size']) == (384, 600) and _scales(branches[0][0]) == list(range(480, 801, 32))
                 and _scales(branches[1][0]) == [400, 500, 600] and 'RandomFlip' in by_type):
             return DETR_MS_CROP
     if 'Resize' in by_type and by_type['Resize'].get('scale') in ((1333, 800), [1333, 800]) \
@@ -180,10 +179,11 @@ def _step_schedulers(cfg: Config, total_iters: int, epoch_length: int) -> List[f
         for sched in (configs if isinstance(configs, (list, tuple)) else [configs]):
             sched = copy.deepcopy(dict(sched))
             by_epoch = sched.get('by_epoch', True)
-            sched.setdefault('end', length if by_epoch == by_epoch_loop else
-                             (length * epoch_length if not by_epoch else length // epoch_length))
-            schedulers.append(PARAM_SCHEDULERS.build(sched, default_args=dict(optimizer=optimizer,
-                                                                               epoch_length=epoch_length)))
+            sched.setdefault(
+                'end', length if by_epoch == by_epoch_loop else
+                (length * epoch_length if not by_epoch else length // epoch_length))
+            schedulers.append(
+                PARAM_SCHEDULERS.build(sched, default_args=dict(optimizer=optimizer, epoch_length=epoch_length)))
     curve = []
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Detected call of `scheduler.step()`')  # no optimizer here
@@ -212,9 +212,9 @@ def release_lr(schedule: dict, base_lr: float, it: int, epoch_length: int, total
         return lr_min + 0.5 * (1.0 - lr_min) * (1 + math.cos(math.pi * e / schedule['epochs']))
     if policy == 'step':
         epoch = it // epoch_length
-        lr = 0.1 ** len([s for s in schedule['steps'] if epoch >= s])
+        lr = 0.1**len([s for s in schedule['steps'] if epoch >= s])
     elif policy == 'poly':
-        lr = (1.0 - lr_min) * (1 - it / total_iters) ** schedule['power'] + lr_min
+        lr = (1.0 - lr_min) * (1 - it / total_iters)**schedule['power'] + lr_min
     else:
         raise ValueError(f'unknown release lr policy {policy!r}')
     warmup = schedule.get('warmup_iters', 0)
@@ -238,8 +238,10 @@ def decay_table(model: nn.Module, optim_wrapper: dict) -> Dict[str, Tuple[float,
 
 def timm_decay_table(model: nn.Module, lr: float, weight_decay: float) -> Dict[str, Tuple[float, float]]:
     """timm's optimizer factory: no weight decay on 1-D parameters and biases."""
-    return {n: (lr, 0.0 if p.ndim <= 1 or n.endswith('.bias') else weight_decay)
-            for n, p in model.named_parameters() if p.requires_grad}
+    return {
+        n: (lr, 0.0 if p.ndim <= 1 or n.endswith('.bias') else weight_decay)
+        for n, p in model.named_parameters() if p.requires_grad
+    }
 
 
 def _decay_summary(table: Dict[str, Tuple[float, float]], model: nn.Module) -> str:
@@ -253,7 +255,9 @@ def _decay_summary(table: Dict[str, Tuple[float, float]], model: nn.Module) -> s
 
 
 # ----------------------------------------------------------------------------------------- the recipe
-def effective_recipe(cfg: Config, name: str, model: Optional[nn.Module] = None,
+def effective_recipe(cfg: Config,
+                     name: str,
+                     model: Optional[nn.Module] = None,
                      probes: Sequence[int] = ()) -> Dict[str, Any]:
     """The fields of ``cfg``'s training recipe (see the module docstring); ``name`` is the config's name.
 
@@ -269,14 +273,17 @@ def effective_recipe(cfg: Config, name: str, model: Optional[nn.Module] = None,
     head_norms = sorted({t for t in _norm_types(cfg.model) if t})
     recipe = dict(
         drop_path_rate=_drop_path_rate(backbone),
-        backbone_norm=(backbone.get('norm_cfg') or {}).get('type', 'BN')
-        + (' (SyncBN across GPUs)' if cfg.get('sync_bn') else ''),
+        backbone_norm=(backbone.get('norm_cfg') or {}).get('type', 'BN') +
+        (' (SyncBN across GPUs)' if cfg.get('sync_bn') else ''),
         head_norms=', '.join(head_norms) if head_norms else None,
         frozen_stages=backbone.get('frozen_stages', -1),
         norm_eval=backbone.get('norm_eval', False),
         batch=(gpus, per_gpu),
-        optimizer=dict(type=optimizer.type, lr=optimizer.lr, betas=tuple(optimizer.get('betas', (0.9, 0.999))),
-                       weight_decay=optimizer.get('weight_decay', 0.0)),
+        optimizer=dict(
+            type=optimizer.type,
+            lr=optimizer.lr,
+            betas=tuple(optimizer.get('betas', (0.9, 0.999))),
+            weight_decay=optimizer.get('weight_decay', 0.0)),
         paramwise=cfg.optim_wrapper.get('paramwise_cfg'),
         clip_grad=cfg.optim_wrapper.get('clip_grad'),
         precision=_precision(cfg.optim_wrapper),
@@ -339,7 +346,11 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
     deliberate = DELIBERATE.get(config_family(name), {})
     rows: List[Row] = []
 
-    def add(field: str, ours_value: Any, release_value: Any, same: Optional[bool] = None, note: str = '',
+    def add(field: str,
+            ours_value: Any,
+            release_value: Any,
+            same: Optional[bool] = None,
+            note: str = '',
             measure: float = 0.0) -> None:
         same = (ours_value == release_value) if same is None else same
         why = deliberate.get(field)
@@ -351,15 +362,14 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
             status = 'DIFFERENT'
         rows.append(Row(field, _fmt(ours_value), _fmt(release_value), status, note))
 
-    for field in ('drop_path_rate', 'backbone_norm', 'head_norms', 'batch', 'precision', 'train_pipeline',
-                  'sampler', 'ema', 'val_interval'):
+    for field in ('drop_path_rate', 'backbone_norm', 'head_norms', 'batch', 'precision', 'train_pipeline', 'sampler',
+                  'ema', 'val_interval'):
         if field in release:
             a, b = ours[field], release[field]
             same = math.isclose(a, b, rel_tol=1e-9) if isinstance(a, float) and isinstance(b, float) else None
             add(field, a, b, same)
     opt_r = dict(release['optimizer'])
-    add('optimizer', ours['optimizer'], opt_r,
-        same=all(_close(ours['optimizer'][k], v) for k, v in opt_r.items()))
+    add('optimizer', ours['optimizer'], opt_r, same=all(_close(ours['optimizer'][k], v) for k, v in opt_r.items()))
 
     # every parameter's weight decay and lr, ours vs the release's rule, on the same model
     if release['paramwise'] == 'timm':
@@ -371,7 +381,10 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
         theirs = decay_table(model, wrapper)
     mine = ours['_decay']
     differ = sorted(n for n in theirs if not (_close(mine[n][0], theirs[n][0]) and _close(mine[n][1], theirs[n][1])))
-    add('param_groups', ours['param_groups'], _decay_summary(theirs, model), same=not differ,
+    add('param_groups',
+        ours['param_groups'],
+        _decay_summary(theirs, model),
+        same=not differ,
         note=f'{len(differ)} tensors differ, e.g. {", ".join(differ[:3])}' if differ else '')
 
     # the lr over the whole schedule
@@ -381,8 +394,8 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
     curve = lr_curve(cfg, total, epoch_length)
     key = (repr(sorted(sched.items())), opt_r['lr'], epoch_length, release_total)
     if key not in _CURVES:
-        _CURVES[key] = tuple(release_lr(sched, opt_r['lr'], it, epoch_length, release_total)
-                             for it in range(release_total))
+        _CURVES[key] = tuple(
+            release_lr(sched, opt_r['lr'], it, epoch_length, release_total) for it in range(release_total))
     theirs_curve = _CURVES[key]
     worst, at = 0.0, 0
     for it in range(min(total, release_total)):  # both curves are relative to the base lr
@@ -391,7 +404,8 @@ def compare_with_release(cfg: Config, name: str, model: nn.Module) -> List[Row]:
             worst, at = err, it
     probes = default_probes(total, epoch_length)
     show = lambda c, lr: ' '.join(f'{lr * c[p]:.3g}@{p}' for p in probes if p < len(c))  # noqa: E731
-    add('schedule', f'{ours["length"]}; lr {show(curve, ours["optimizer"]["lr"])}',
+    add('schedule',
+        f'{ours["length"]}; lr {show(curve, ours["optimizer"]["lr"])}',
         f'{release_total} iters; lr {show(theirs_curve, opt_r["lr"])}',
         same=total == release_total and worst <= LR_RTOL,
         note=f'largest lr difference {worst:.3g} x the base lr, at iteration {at}' if worst > LR_RTOL else '',
@@ -419,4 +433,3 @@ def format_rows(name: str, rows: List[Row]) -> str:
 def undocumented(rows: List[Row]) -> List[Row]:
     """The rows that differ from the release without a documented reason."""
     return [r for r in rows if r.status == 'DIFFERENT']
-

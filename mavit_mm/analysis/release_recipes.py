@@ -21,8 +21,11 @@ from typing import Any, Dict
 ARCH_NAMES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 # Stochastic depth of the release's dense-prediction configs (the same for every framework).
 DENSE_DROP_PATH = {'t': 0.1, 's': 0.15, 'b': 0.4, 'l': 0.55}
-MMCV_NORM_KEYS = {'absolute_pos_embed': dict(decay_mult=0.), 'relative_position_bias_table': dict(decay_mult=0.),
-                  'norm': dict(decay_mult=0.)}
+MMCV_NORM_KEYS = {
+    'absolute_pos_embed': dict(decay_mult=0.),
+    'relative_position_bias_table': dict(decay_mult=0.),
+    'norm': dict(decay_mult=0.)
+}
 STATIC_512 = 'fp16, static loss scale 512'
 DETR_MS_CROP = 'flip; one of: resize short side 480..800/32 (long <= 1333) | resize 400/500/600, ' \
                'crop 384..600, resize 480..800/32'
@@ -31,31 +34,40 @@ ADE_CROP = 'resize 2048x512 x0.5-2.0; crop 512x512 (cat_max 0.75); flip; photome
 
 def _det(arch: str, family: str) -> Dict[str, Any]:
     big = arch == 'l' and family in ('mask_rcnn_3x', 'cascade_3x')
-    file = {'retinanet': f'retinanet_{arch}_1x.py', 'mask_rcnn_1x': f'maskrcnn_{arch}_1x.py',
-            'mask_rcnn_3x': f'maskrcnn_{arch}_3x.py', 'cascade_3x': f'casrcnn_{arch}_3x.py'}[family]
+    file = {
+        'retinanet': f'retinanet_{arch}_1x.py',
+        'mask_rcnn_1x': f'maskrcnn_{arch}_1x.py',
+        'mask_rcnn_3x': f'maskrcnn_{arch}_3x.py',
+        'cascade_3x': f'casrcnn_{arch}_3x.py'
+    }[family]
     base = {'retinanet': 'MALA_retinanet.py', 'cascade_3x': 'MALA_cas_rcnn.py'}.get(family, 'MALA_rcnn.py')
     recipe = dict(
         source=f'detect/configs/MALA/{file} (+ _base_/models/{base}, mmdet 2.x schedule_1x.py, '
-               'coco_detection/coco_instance.py)',
+        'coco_detection/coco_instance.py)',
         drop_path_rate=DENSE_DROP_PATH[arch],
         backbone_norm='SyncBN',
         batch=(8, 1 if big else 2),
-        optimizer=dict(type='AdamW', lr=2e-4 if big else 4e-4, betas=(0.9, 0.999),
-                       weight_decay=1e-4 if family == 'retinanet' else 0.05),
+        optimizer=dict(
+            type='AdamW',
+            lr=2e-4 if big else 4e-4,
+            betas=(0.9, 0.999),
+            weight_decay=1e-4 if family == 'retinanet' else 0.05),
         paramwise=None if family == 'retinanet' else dict(custom_keys=MMCV_NORM_KEYS),
         precision=STATIC_512,
-        schedule=dict(policy='step', steps=[8, 11] if family in ('retinanet', 'mask_rcnn_1x') else [27, 33],
-                      epochs=12 if family in ('retinanet', 'mask_rcnn_1x') else 36,
-                      warmup_iters=500, warmup_ratio=0.001),
-        train_pipeline='resize 1333x800 (keep ratio); flip' if family in ('retinanet', 'mask_rcnn_1x')
-        else DETR_MS_CROP,
+        schedule=dict(
+            policy='step',
+            steps=[8, 11] if family in ('retinanet', 'mask_rcnn_1x') else [27, 33],
+            epochs=12 if family in ('retinanet', 'mask_rcnn_1x') else 36,
+            warmup_iters=500,
+            warmup_ratio=0.001),
+        train_pipeline='resize 1333x800 (keep ratio); flip' if family in ('retinanet',
+                                                                          'mask_rcnn_1x') else DETR_MS_CROP,
         sampler='aspect-ratio groups',
         ema=None,
         val_interval='1 epoch',
     )
     if family == 'cascade_3x':
-        recipe['paramwise'] = dict(norm_decay_mult=0., custom_keys={**MMCV_NORM_KEYS,
-                                                                    'rpe_table': dict(decay_mult=0.)})
+        recipe['paramwise'] = dict(norm_decay_mult=0., custom_keys={**MMCV_NORM_KEYS, 'rpe_table': dict(decay_mult=0.)})
         recipe['head_norms'] = 'SyncBN'
     return recipe
 
@@ -64,26 +76,43 @@ def _seg(arch: str, family: str) -> Dict[str, Any]:
     if family == 'sem_fpn':
         return dict(
             source=f'segmentation/configs/MALA/FPN_{arch}_1x.py (+ _base_/models/MALA_fpn.py; the base '
-                   'schedule_80k.py is not in the release listing: the authors\' RMT repository\'s, same layout)',
-            drop_path_rate=DENSE_DROP_PATH[arch], backbone_norm='SyncBN', batch=(8, 2),
+            'schedule_80k.py is not in the release listing: the authors\' RMT repository\'s, same layout)',
+            drop_path_rate=DENSE_DROP_PATH[arch],
+            backbone_norm='SyncBN',
+            batch=(8, 2),
             optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=1e-4),
-            paramwise=None, precision='fp32',
+            paramwise=None,
+            precision='fp32',
             schedule=dict(policy='poly', power=0.9, min_lr=1e-6, iters=80000),
-            train_pipeline=ADE_CROP, sampler='shuffle', ema=None, val_interval='4000 iters')
+            train_pipeline=ADE_CROP,
+            sampler='shuffle',
+            ema=None,
+            val_interval='4000 iters')
     return dict(
         source=f'segmentation/configs/MALA/Uper_{arch}_2x.py (+ _base_/models/MALA_upper.py)',
-        drop_path_rate=DENSE_DROP_PATH[arch], backbone_norm='SyncBN', head_norms='SyncBN',
+        drop_path_rate=DENSE_DROP_PATH[arch],
+        backbone_norm='SyncBN',
+        head_norms='SyncBN',
         batch=(8, 1 if arch == 'l' else 2),
         optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-        paramwise=dict(custom_keys=MMCV_NORM_KEYS), precision=STATIC_512,
+        paramwise=dict(custom_keys=MMCV_NORM_KEYS),
+        precision=STATIC_512,
         schedule=dict(policy='poly', power=1.0, min_lr=0.0, iters=160000, warmup_iters=1500, warmup_ratio=1e-6),
-        train_pipeline=ADE_CROP, sampler='shuffle', ema=None, val_interval='8000 iters')
+        train_pipeline=ADE_CROP,
+        sampler='shuffle',
+        ema=None,
+        val_interval='8000 iters')
 
 
 def _cls(arch: str) -> Dict[str, Any]:
     return dict(
         source='classfication_release/main.py defaults, run.sh; stochastic depth: the paper (Sec. 4.1)',
-        drop_path_rate={'t': 0.1, 's': 0.15, 'b': 0.4, 'l': 0.55}[arch],
+        drop_path_rate={
+            't': 0.1,
+            's': 0.15,
+            'b': 0.4,
+            'l': 0.55
+        }[arch],
         backbone_norm='BN (SyncBN across GPUs)',
         batch=(8, 128),
         optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),  # 5e-4 x 1024 / 512
@@ -91,9 +120,9 @@ def _cls(arch: str) -> Dict[str, Any]:
         precision='fp16, dynamic loss scale',
         schedule=dict(policy='timm_cosine', epochs=300, warmup_epochs=5, warmup_lr=1e-6, min_lr=1e-5),
         train_pipeline='random resized crop 224 (bicubic); flip; RandAugment m9 mstd0.5; random erasing 0.25; '
-                       'mixup 0.8 / cutmix 1.0; label smoothing 0.1',
+        'mixup 0.8 / cutmix 1.0; label smoothing 0.1',
         sampler='repeated augmentation x3',
-        ema=0.99996 ** (1024 / 512),
+        ema=0.99996**(1024 / 512),
         val_interval='1 epoch',
     )
 
@@ -119,23 +148,33 @@ RELEASE_RECIPES: Dict[str, Dict[str, Any]] = _release()
 # difference over the whole schedule that the reason covers (a larger one is reported as a difference).
 _WARMUP_500 = dict(
     reason="mmengine's LinearLR(end=500), the stock mmdet 3.x form of mmdet 2.x's 500-iteration warm-up, "
-           'reaches the full lr at iteration 499 instead of 500, so the lr is up to 0.2 % higher during the '
-           'warm-up and equal after it; for the exact mmcv 1.x curve: param_scheduler[0].end=501',
+    'reaches the full lr at iteration 499 instead of 500, so the lr is up to 0.2 % higher during the '
+    'warm-up and equal after it; for the exact mmcv 1.x curve: param_scheduler[0].end=501',
     within=0.0021)
 DELIBERATE: Dict[str, Dict[str, dict]] = {
-    'retinanet': {'schedule': _WARMUP_500},
-    'mask-rcnn': {'schedule': _WARMUP_500},
-    'cascade-mask-rcnn': {'schedule': _WARMUP_500},
-    'upernet': {'schedule': dict(
-        reason="mmengine's LinearLR(end=1500) and PolyLR(end=160000), the stock mmseg 1.x forms, reach their "
-               'end values one iteration before mmcv 1.x does (up to 0.07 % of the base lr higher during the '
-               'warm-up, a few 1e-6 lower in the last iterations); for the exact curves: end=1501 and end=160001',
-        within=0.0007)},
-    'fpn': {'schedule': dict(
-        reason="mmengine's PolyLR(end=80000), the stock mmseg 1.x form, reaches eta_min at iteration 79999, one "
-               'before mmcv 1.x does: the lr is lower by at most 4e-5 of the base lr, in the last iterations; '
-               'for the exact curve: param_scheduler[0].end=80001',
-        within=5e-5)},
+    'retinanet': {
+        'schedule': _WARMUP_500
+    },
+    'mask-rcnn': {
+        'schedule': _WARMUP_500
+    },
+    'cascade-mask-rcnn': {
+        'schedule': _WARMUP_500
+    },
+    'upernet': {
+        'schedule': dict(
+            reason="mmengine's LinearLR(end=1500) and PolyLR(end=160000), the stock mmseg 1.x forms, reach their "
+            'end values one iteration before mmcv 1.x does (up to 0.07 % of the base lr higher during the '
+            'warm-up, a few 1e-6 lower in the last iterations); for the exact curves: end=1501 and end=160001',
+            within=0.0007)
+    },
+    'fpn': {
+        'schedule': dict(
+            reason="mmengine's PolyLR(end=80000), the stock mmseg 1.x form, reaches eta_min at iteration 79999, one "
+            'before mmcv 1.x does: the lr is lower by at most 4e-5 of the base lr, in the last iterations; '
+            'for the exact curve: param_scheduler[0].end=80001',
+            within=5e-5)
+    },
 }
 
 

@@ -25,7 +25,10 @@ class MAViTClsHead(ClsHead):
         **kwargs: ``loss``, ``topk``, ``cal_acc`` of :class:`mmpretrain.models.heads.ClsHead`.
     """
 
-    def __init__(self, num_classes: int, in_channels: int, projection: int = 2048,
+    def __init__(self,
+                 num_classes: int,
+                 in_channels: int,
+                 projection: int = 2048,
                  norm_cfg: dict = dict(type='BN'),
                  init_cfg: Optional[dict] = dict(type='TruncNormal', layer='Conv2d', std=0.02, bias=0.),
                  **kwargs) -> None:

@@ -47,19 +47,27 @@ _POOLS: 'weakref.WeakKeyDictionary[nn.Module, object]' = weakref.WeakKeyDictiona
 
 def graphs_applicable(module: nn.Module, x: Tensor) -> bool:
     """Eval mode, no autograd, a CUDA input, outside torch.compile and any other capture."""
-    return (x.is_cuda and not module.training and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and not torch.cuda.is_current_stream_capturing())
+    return (x.is_cuda and not module.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not torch.cuda.is_current_stream_capturing())
 
 
 def _key(module: nn.Module, x: Tensor) -> Hashable:
     amp = torch.is_autocast_enabled('cuda')
-    return (tuple(x.shape), x.stride(), x.dtype, x.device, amp,
-            torch.get_autocast_dtype('cuda') if amp else None,
-            # the graph reads the weights at fixed addresses: a moved / replaced parameter invalidates it
-            tuple(t.data_ptr() for t in module.parameters()), tuple(t.data_ptr() for t in module.buffers()))
+    return (
+        tuple(x.shape),
+        x.stride(),
+        x.dtype,
+        x.device,
+        amp,
+        torch.get_autocast_dtype('cuda') if amp else None,
+        # the graph reads the weights at fixed addresses: a moved / replaced parameter invalidates it
+        tuple(t.data_ptr() for t in module.parameters()),
+        tuple(t.data_ptr() for t in module.buffers()))
 
 
-def run_graphed(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor,
+def run_graphed(module: nn.Module,
+                fn: Callable[[Tensor], Tuple[Tensor, ...]],
+                x: Tensor,
                 max_graphs: int = 8) -> Tuple[Tensor, ...]:
     """``fn(x)`` (a no-grad forward of ``module``) replayed from a CUDA graph captured for x's
     shape, dtype and autocast state. Outputs are fresh tensors (copies of the graph's buffers)."""
@@ -144,8 +152,8 @@ _TRAIN: 'weakref.WeakKeyDictionary[nn.Module, _TrainState]' = weakref.WeakKeyDic
 def train_graphs_applicable(module: nn.Module, x: Tensor) -> bool:
     """Training mode with autograd on, a CUDA input, outside torch.compile and any other capture,
     no SyncBatchNorm (mmengine turns it into BN when training is not distributed)."""
-    return (x.is_cuda and module.training and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and not torch.cuda.is_current_stream_capturing()
+    return (x.is_cuda and module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not torch.cuda.is_current_stream_capturing()
             and not any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()))
 
 
@@ -168,8 +176,8 @@ class _GraphedStep(torch.autograd.Function):
     """``fn(x)`` and its backward replayed from an :class:`_Entry`'s graphs."""
 
     @staticmethod
-    def forward(ctx, entry: _Entry, state: _TrainState, token: _Token, x: Tensor,
-                *params: Tensor) -> Tuple[Tensor, ...]:
+    def forward(ctx, entry: _Entry, state: _TrainState, token: _Token, x: Tensor, *params:
+                Tensor) -> Tuple[Tensor, ...]:
         _release_grads(state)
         entry.static_x.copy_(x)
         entry.fwd.replay()
@@ -219,8 +227,7 @@ def _parameters_replaced_by_aliases(module: nn.Module) -> Iterator[Tuple[nn.Para
             mod._parameters[name] = p
 
 
-def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor,
-             pool: object) -> _Entry:
+def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor, pool: object) -> _Entry:
     params = tuple(p for p in module.parameters() if p.requires_grad)
     entry = _Entry(x.detach().clone().requires_grad_(x.requires_grad), params)
     amp = torch.is_autocast_enabled('cuda')
@@ -247,8 +254,8 @@ def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: T
                 entry.static_out = forward()
             entry.static_grad_out = tuple(torch.empty_like(o) for o in entry.static_out)
             with torch.cuda.graph(entry.bwd, pool=pool):
-                entry.static_grads = tuple(torch.autograd.grad(entry.static_out, inputs, entry.static_grad_out,
-                                                               allow_unused=True))
+                entry.static_grads = tuple(
+                    torch.autograd.grad(entry.static_out, inputs, entry.static_grad_out, allow_unused=True))
     finally:
         with torch.no_grad():
             for b, saved in zip(module.buffers(), saved_buffers):
@@ -256,7 +263,9 @@ def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: T
     return entry
 
 
-def run_graphed_train(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: Tensor,
+def run_graphed_train(module: nn.Module,
+                      fn: Callable[[Tensor], Tuple[Tensor, ...]],
+                      x: Tensor,
                       max_graphs: int = 8) -> Tuple[Tensor, ...]:
     """``fn(x)`` (a training forward of ``module``) and its backward replayed from CUDA graphs
     captured for x's shape, dtype and autocast state, once that shape is seen a second time; up to
@@ -270,9 +279,9 @@ def run_graphed_train(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ..
     if state.backward_pending():
         if not state.warned:
             state.warned = True
-            warnings.warn("cuda_graphs='train': a second forward before the backward of the first; "
-                          'such forwards run eagerly (the graphs hold one set of saved activations).',
-                          RuntimeWarning)
+            warnings.warn(
+                "cuda_graphs='train': a second forward before the backward of the first; "
+                'such forwards run eagerly (the graphs hold one set of saved activations).', RuntimeWarning)
         return fn(x)
     key = _train_key(module, x)
     entry = state.entries.get(key)

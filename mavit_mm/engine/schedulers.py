@@ -27,9 +27,17 @@ class EpochWarmupCosineLR(LRSchedulerMixin, _ParamScheduler):
         begin, end, last_step, by_epoch, verbose: as mmengine's schedulers.
     """
 
-    def __init__(self, optimizer, T_max: int, warmup_epochs: int = 0, warmup_lr: float = 0.0,
-                 eta_min: float = 0.0, begin: int = 0, end: int = INF, last_step: int = -1,
-                 by_epoch: bool = True, verbose: bool = False) -> None:
+    def __init__(self,
+                 optimizer,
+                 T_max: int,
+                 warmup_epochs: int = 0,
+                 warmup_lr: float = 0.0,
+                 eta_min: float = 0.0,
+                 begin: int = 0,
+                 end: int = INF,
+                 last_step: int = -1,
+                 by_epoch: bool = True,
+                 verbose: bool = False) -> None:
         if T_max <= 0 or warmup_epochs < 0 or warmup_epochs >= T_max:
             raise ValueError(f'EpochWarmupCosineLR needs 0 <= warmup_epochs < T_max, got '
                              f'warmup_epochs={warmup_epochs}, T_max={T_max}')

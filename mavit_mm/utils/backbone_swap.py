@@ -68,7 +68,9 @@ def _readers(model: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     return found
 
 
-def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = None,
+def swap_backbone(cfg: Config,
+                  arch: str = 'tiny',
+                  checkpoint: Optional[str] = None,
                   out_indices: Optional[Sequence[int]] = None,
                   keep_optimizer: bool = False) -> Dict[str, Any]:
     """The overrides that turn ``cfg`` into the same model on a MAViT backbone.
@@ -88,9 +90,14 @@ def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = N
     if len(by_channels) != len(stock_indices):
         raise ValueError(f'two stock stages share a width ({stock_channels}): map in_channels by hand')
 
-    model: Dict[str, Any] = dict(backbone=dict(
-        _delete_=True, type='MAViT', arch=arch, out_indices=indices, norm_cfg=dict(type='SyncBN'),
-        init_cfg=dict(type='Pretrained', checkpoint=checkpoint or f'checkpoints/mavit-{arch[0]}_in1k.pth')))
+    model: Dict[str, Any] = dict(
+        backbone=dict(
+            _delete_=True,
+            type='MAViT',
+            arch=arch,
+            out_indices=indices,
+            norm_cfg=dict(type='SyncBN'),
+            init_cfg=dict(type='Pretrained', checkpoint=checkpoint or f'checkpoints/mavit-{arch[0]}_in1k.pth')))
     if cfg.model.get('pretrained'):  # mmseg passes model.pretrained on to the backbone
         model['pretrained'] = None
     changed = []
@@ -110,16 +117,14 @@ def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = N
     if not changed:
         raise ValueError('found no neck or head in_channels reading the backbone; edit the config by hand')
 
-    overrides: Dict[str, Any] = dict(
-        custom_imports=dict(imports=['mavit_mm'], allow_failed_imports=False), model=model)
+    overrides: Dict[str, Any] = dict(custom_imports=dict(imports=['mavit_mm'], allow_failed_imports=False), model=model)
     optim = cfg.get('optim_wrapper', {})
     custom_keys = dict(optim.get('paramwise_cfg', {}).get('custom_keys', {}))
     custom_keys.update(NO_DECAY_KEYS)
     wrapper: Dict[str, Any] = dict(paramwise_cfg=dict(custom_keys=custom_keys))
     if not keep_optimizer and optim.get('optimizer', {}).get('type') != 'AdamW':
         # the paper's dense recipes: AdamW, lr 1e-4 per 16 images (x4 for detection 1x), wd 0.05
-        wrapper['optimizer'] = dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999),
-                                    weight_decay=0.05)
+        wrapper['optimizer'] = dict(_delete_=True, type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05)
     overrides['optim_wrapper'] = wrapper
     return overrides
 
@@ -127,8 +132,9 @@ def swap_backbone(cfg: Config, arch: str = 'tiny', checkpoint: Optional[str] = N
 def render_config(stock: str, out_path: str, overrides: Dict[str, Any]) -> str:
     """The text of a config that inherits ``stock`` (``mmdet::...`` or a path) with ``overrides``."""
     base = stock if '::' in stock else osp.relpath(osp.abspath(stock), osp.dirname(osp.abspath(out_path)))
-    lines = [f'# {osp.basename(stock)} with a MAViT backbone, written by tools/misc/swap_backbone.py.',
-             f"_base_ = '{base}'"]
+    lines = [
+        f'# {osp.basename(stock)} with a MAViT backbone, written by tools/misc/swap_backbone.py.', f"_base_ = '{base}'"
+    ]
     lines += [f'{key} = {_format(value, 0, len(key) + 3)}' for key, value in overrides.items()]
     return '\n'.join(lines) + '\n'
 

@@ -46,15 +46,17 @@ def prepare_cpu_distributed(cfg: Config, launcher: str) -> None:
                          '(tools/dist_train.sh / tools/dist_test.sh, --launcher pytorch)')
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if not dist.is_initialized():
-        dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']),
-                                world_size=int(os.environ['WORLD_SIZE']))
+        dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))
     if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None,
-                                     broadcast_buffers=False,
-                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel',
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
     if cfg.get('sync_bn'):
         cfg.sync_bn = None  # the Runner's BN -> SyncBN conversion
     replaced = _sync_bn_to_bn(cfg._cfg_dict)
     if replaced:
-        print_log(f'no CUDA device: {replaced} SyncBN norm config(s) trained as BN (SyncBN runs on GPUs only)',
-                  logger='current')
+        print_log(
+            f'no CUDA device: {replaced} SyncBN norm config(s) trained as BN (SyncBN runs on GPUs only)',
+            logger='current')

@@ -22,9 +22,8 @@ import sys
 
 # What mmpretrain 1.2.0's multimodal models import from transformers at module level.
 NEEDED = {
-    'transformers.modeling_utils': ('PreTrainedModel', 'apply_chunking_to_forward',
-                                    'find_pruneable_heads_and_indices', 'prune_linear_layer',
-                                    'GenerationMixin'),
+    'transformers.modeling_utils': ('PreTrainedModel', 'apply_chunking_to_forward', 'find_pruneable_heads_and_indices',
+                                    'prune_linear_layer', 'GenerationMixin'),
 }
 
 

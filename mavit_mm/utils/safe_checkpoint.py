@@ -52,7 +52,10 @@ def register_runner_checkpoint_types() -> None:
 
     from mmengine.logging import HistoryBuffer
     torch.serialization.add_safe_globals([
-        HistoryBuffer, Counter, codecs.encode, *_numpy_types(),
+        HistoryBuffer,
+        Counter,
+        codecs.encode,
+        *_numpy_types(),
         (history_buffer_getattr, '__builtin__.getattr'),
         (history_buffer_getattr, 'builtins.getattr'),
     ])

@@ -9,19 +9,33 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mavit_mm.utils.config_tools import build_model
-
 from helpers import ROOT  # noqa: E402
+
 DENSE_FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet')
 PAPER_CONFIGS = sorted(f for d in DENSE_FOLDERS for f in glob.glob(osp.join(ROOT, 'configs', d, '*.py')))
 TOY_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'toy', '*.py')))
 
 # The paper's Params (M), Tables 3-5, by config folder and arch letter.
 PAPER_PARAMS = {
-    ('retinanet', 't'): 24, ('retinanet', 's'): 34, ('retinanet', 'b'): 57, ('retinanet', 'l'): 104,
-    ('mask_rcnn', 't'): 33, ('mask_rcnn', 's'): 44, ('mask_rcnn', 'b'): 67, ('mask_rcnn', 'l'): 114,
-    ('cascade_rcnn', 's'): 82, ('cascade_rcnn', 'b'): 105, ('cascade_rcnn', 'l'): 152,
-    ('sem_fpn', 't'): 18, ('sem_fpn', 's'): 28, ('sem_fpn', 'b'): 51, ('sem_fpn', 'l'): 98,
-    ('upernet', 't'): 44, ('upernet', 's'): 55, ('upernet', 'b'): 77, ('upernet', 'l'): 125,
+    ('retinanet', 't'): 24,
+    ('retinanet', 's'): 34,
+    ('retinanet', 'b'): 57,
+    ('retinanet', 'l'): 104,
+    ('mask_rcnn', 't'): 33,
+    ('mask_rcnn', 's'): 44,
+    ('mask_rcnn', 'b'): 67,
+    ('mask_rcnn', 'l'): 114,
+    ('cascade_rcnn', 's'): 82,
+    ('cascade_rcnn', 'b'): 105,
+    ('cascade_rcnn', 'l'): 152,
+    ('sem_fpn', 't'): 18,
+    ('sem_fpn', 's'): 28,
+    ('sem_fpn', 'b'): 51,
+    ('sem_fpn', 'l'): 98,
+    ('upernet', 't'): 44,
+    ('upernet', 's'): 55,
+    ('upernet', 'b'): 77,
+    ('upernet', 'l'): 125,
 }
 
 
@@ -38,8 +52,9 @@ def tensor_forward(model, scope: str, size: int = 128):
     else:
         from mmseg.structures import SegDataSample
         meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
-        packed = dict(inputs=[torch.randint(0, 255, (3, size, size), dtype=torch.uint8)],
-                      data_samples=[SegDataSample(metainfo=meta)])
+        packed = dict(
+            inputs=[torch.randint(0, 255, (3, size, size), dtype=torch.uint8)],
+            data_samples=[SegDataSample(metainfo=meta)])
     with DefaultScope.overwrite_default_scope(scope), torch.no_grad():
         data = model.data_preprocessor(packed, False)
         return model(data['inputs'], data.get('data_samples'), mode='tensor')
@@ -95,7 +110,7 @@ def test_detector_roi_features_read_plain_nchw_maps():
         feats = model.extract_feat(torch.randn(1, 3, 96, 128))
         extractor = model.roi_head.bbox_roi_extractor
         got = extractor(feats[:extractor.num_inputs], rois)
-    want = tv_ops.roi_align(feats[0].contiguous(), rois, output_size=7, spatial_scale=0.25, sampling_ratio=0,
-                            aligned=True)
+    want = tv_ops.roi_align(
+        feats[0].contiguous(), rois, output_size=7, spatial_scale=0.25, sampling_ratio=0, aligned=True)
     assert all(f.is_contiguous() for f in feats)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

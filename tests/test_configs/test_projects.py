@@ -12,10 +12,10 @@ from mmengine.config import Config
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm.utils.backbone_swap import render_config, swap_backbone
 from mavit_mm.utils.config_tools import build_model, load_config
+from helpers import ROOT  # noqa: E402
 from reference import region_mala
 from test_configs import tensor_forward
 
-from helpers import ROOT  # noqa: E402
 sys.path.insert(0, ROOT)  # projects.* as custom_imports see it from the repository root
 
 STOCK = [  # a dozen families: necks (FPN, ChannelMapper, DilatedEncoder), neck-less heads, dilated nets
@@ -55,14 +55,16 @@ def test_swapped_stock_config_builds_and_runs(stock, tmp_path):
         from mmseg.structures import SegDataSample
         sample = SegDataSample(metainfo=dict(img_shape=(128, 160), ori_shape=(128, 160)))
         with DefaultScope.overwrite_default_scope('mmseg'), torch.no_grad():
-            preds = model.test_step(dict(inputs=[torch.randint(0, 255, (3, 128, 160), dtype=torch.uint8)],
-                                         data_samples=[sample]))
+            preds = model.test_step(
+                dict(inputs=[torch.randint(0, 255, (3, 128, 160), dtype=torch.uint8)], data_samples=[sample]))
         flat = [preds[0].seg_logits.data]
         assert preds[0].pred_sem_seg.data.shape == (1, 128, 160)
     else:
         size = 256 if 'dino' in stock else 128  # DINO's 900 queries need that many encoder tokens
-        flat = [t for t in torch.utils._pytree.tree_leaves(tensor_forward(model, new.default_scope, size))
-                if isinstance(t, torch.Tensor)]
+        flat = [
+            t for t in torch.utils._pytree.tree_leaves(tensor_forward(model, new.default_scope, size))
+            if isinstance(t, torch.Tensor)
+        ]
     assert flat and all(torch.isfinite(t).all() for t in flat if t.is_floating_point())
 
 
@@ -83,9 +85,15 @@ def test_swap_keeps_what_reads_the_neck():
 
 def test_swap_backbone_cli(tmp_path):
     out = tmp_path / 'retina.py'
-    res = subprocess.run([sys.executable, 'tools/misc/swap_backbone.py',
-                          'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '--arch', 'base', '--out', str(out)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    res = subprocess.run([
+        sys.executable, 'tools/misc/swap_backbone.py', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '--arch',
+        'base', '--out',
+        str(out)
+    ],
+                         cwd=ROOT,
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert 'MAViT-base' in res.stdout and out.is_file()
     assert Config.fromfile(str(out)).model.neck.in_channels == [96, 192, 384, 512]
@@ -136,14 +144,14 @@ def test_window_mala_matches_explicit_scores_with_swin_shift_mask():
     q, k, v = (torch.randn(b, h, n, d) for _ in range(3))
     region = torch.tensor([0] * 6 + [1] * 4 + [2] * 6)
     allowed = [region[:, None] == region[None, :], torch.ones(n, n, dtype=torch.bool)]
-    mask = torch.stack([torch.where(a, 0.0, -100.0) for a in allowed])        # 2 windows, Swin's form
-    out = windowed_mala(q, k, v, d ** -0.5, mask)
+    mask = torch.stack([torch.where(a, 0.0, -100.0) for a in allowed])  # 2 windows, Swin's form
+    out = windowed_mala(q, k, v, d**-0.5, mask)
     for i in range(b):
-        expected, scores = region_mala(q[i], k[i], v[i], d ** -0.5, allowed[i % 2])
+        expected, scores = region_mala(q[i], k[i], v[i], d**-0.5, allowed[i % 2])
         torch.testing.assert_close(out[i].double(), expected, rtol=1e-5, atol=1e-6)
         assert torch.allclose(scores.sum(-1), torch.ones(h, n, dtype=torch.double))  # rows sum to 1
-    unmasked = windowed_mala(q, k, v, d ** -0.5)
-    torch.testing.assert_close(unmasked.double(), region_mala(q, k, v, d ** -0.5)[0], rtol=1e-5, atol=1e-6)
+    unmasked = windowed_mala(q, k, v, d**-0.5)
+    torch.testing.assert_close(unmasked.double(), region_mala(q, k, v, d**-0.5)[0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -154,9 +162,11 @@ def test_drop_in_trains_two_iterations_on_toy_data(config, tmp_path):
     cfg = Config.fromfile(osp.join(ROOT, 'projects/mala_drop_in/configs', config))
     cls_root = str(tmp_path / 'toy' / 'cls')
     pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=224), dict(type='PackInputs')]
-    cfg.train_dataloader = dict(batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
-                                dataset=dict(type='CustomDataset', data_root=cls_root, data_prefix='train',
-                                             pipeline=pipeline))
+    cfg.train_dataloader = dict(
+        batch_size=2,
+        num_workers=0,
+        sampler=dict(type='DefaultSampler', shuffle=True),
+        dataset=dict(type='CustomDataset', data_root=cls_root, data_prefix='train', pipeline=pipeline))
     cfg.model.head.num_classes = 3
     cfg.model.train_cfg = None
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=2)
@@ -168,7 +178,12 @@ def test_drop_in_trains_two_iterations_on_toy_data(config, tmp_path):
     cfg.log_processor = dict(by_epoch=False)
     path = tmp_path / config
     cfg.dump(str(path))
-    res = subprocess.run([sys.executable, 'tools/train.py', str(path), '--work-dir', str(tmp_path / 'w')],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, 'tools/train.py',
+         str(path), '--work-dir', str(tmp_path / 'w')],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / 'w' / 'iter_2.pth').is_file()

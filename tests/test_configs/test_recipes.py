@@ -14,8 +14,8 @@ from mmengine.logging import MMLogger
 from mavit_mm.analysis.recipe import compare_with_release, effective_recipe, format_rows, lr_curve, undocumented
 from mavit_mm.analysis.release_recipes import DELIBERATE, RELEASE_RECIPES
 from mavit_mm.utils.config_tools import build_model, load_config
-
 from helpers import ROOT  # noqa: E402
+
 FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet', 'imagenet')
 CONFIGS = sorted(p for f in FOLDERS for p in glob.glob(osp.join(ROOT, 'configs', f, '*.py')))
 
@@ -69,8 +69,14 @@ def test_upernet_lr_is_warm_up_times_one_poly_curve_as_mmcv1():
     cfg = load(osp.join(ROOT, 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py'))
     curve = lr_curve(cfg, 160000, 1)
     within = DELIBERATE['upernet']['schedule']['within']  # the documented one-iteration offset of mmengine's ends
-    expected = {0: 1e-6, 750: (1 - 750 / 160000) * (1e-6 + (1 - 1e-6) * 0.5), 1499: (1 - 1499 / 160000) * (
-        1e-6 + (1 - 1e-6) * 1499 / 1500), 1500: 1 - 1500 / 160000, 80000: 0.5, 159999: 1 / 160000}
+    expected = {
+        0: 1e-6,
+        750: (1 - 750 / 160000) * (1e-6 + (1 - 1e-6) * 0.5),
+        1499: (1 - 1499 / 160000) * (1e-6 + (1 - 1e-6) * 1499 / 1500),
+        1500: 1 - 1500 / 160000,
+        80000: 0.5,
+        159999: 1 / 160000
+    }
     for it, factor in expected.items():
         assert abs(curve[it] - factor) <= within, (it, curve[it], factor)  # a restarted poly: 5e-3 off at 80k
 
@@ -83,8 +89,17 @@ def test_mask_rcnn_1x_lr_steps_as_mmdet2_schedule_1x():
     assert e == math.ceil(117266 / 16)
     curve = lr_curve(cfg, recipe['total_iters'], e)
     within = DELIBERATE['mask-rcnn']['schedule']['within']  # LinearLR's end is one iteration earlier
-    expected = {0: 0.001, 250: 0.001 + 0.999 * 0.5, 499: 1 - 0.999 / 500, 500: 1.0, 8 * e - 1: 1.0, 8 * e: 0.1,
-                11 * e - 1: 0.1, 11 * e: 0.01, 12 * e - 1: 0.01}
+    expected = {
+        0: 0.001,
+        250: 0.001 + 0.999 * 0.5,
+        499: 1 - 0.999 / 500,
+        500: 1.0,
+        8 * e - 1: 1.0,
+        8 * e: 0.1,
+        11 * e - 1: 0.1,
+        11 * e: 0.01,
+        12 * e - 1: 0.01
+    }
     for it, factor in expected.items():
         assert abs(curve[it] - factor) <= within, (it, curve[it], factor)
         if it >= 500:
@@ -106,9 +121,14 @@ def test_imagenet_lr_is_timm_cosine_stepped_per_epoch():
     cfg = load(osp.join(ROOT, 'configs/imagenet/mavit-s_8xb128_in1k.py'))
     e = 1251
     curve = lr_curve(cfg, 300 * e, e)
-    for epoch, lr in {0: 1e-6, 1: 1e-6 + 0.999e-3 / 5, 4: 1e-6 + 4 * 0.999e-3 / 5,
-                      5: 1e-5 + 0.99e-3 * (1 + math.cos(math.pi / 60)) / 2, 150: 1e-5 + 0.99e-3 / 2,
-                      299: 1e-5 + 0.99e-3 * (1 + math.cos(math.pi * 299 / 300)) / 2}.items():
+    for epoch, lr in {
+            0: 1e-6,
+            1: 1e-6 + 0.999e-3 / 5,
+            4: 1e-6 + 4 * 0.999e-3 / 5,
+            5: 1e-5 + 0.99e-3 * (1 + math.cos(math.pi / 60)) / 2,
+            150: 1e-5 + 0.99e-3 / 2,
+            299: 1e-5 + 0.99e-3 * (1 + math.cos(math.pi * 299 / 300)) / 2
+    }.items():
         for it in (epoch * e, epoch * e + e - 1):  # constant within the epoch
             assert math.isclose(1e-3 * curve[it], lr, rel_tol=1e-9), (epoch, it, 1e-3 * curve[it], lr)
 
@@ -116,6 +136,6 @@ def test_imagenet_lr_is_timm_cosine_stepped_per_epoch():
 def test_imagenet_trains_with_repeated_augmentation_ema_and_amp():
     recipe = effective_recipe(load(osp.join(ROOT, 'configs/imagenet/mavit-t_8xb128_in1k.py')), 'mavit-t_8xb128_in1k')
     assert recipe['sampler'] == 'repeated augmentation x3'
-    assert math.isclose(recipe['ema'], 0.99996 ** 2, rel_tol=1e-12)
+    assert math.isclose(recipe['ema'], 0.99996**2, rel_tol=1e-12)
     assert recipe['precision'] == 'fp16, dynamic loss scale'
     assert recipe['epoch_length'] == 1281167 // 256 * 256 // 1024 == 1251  # DeiT's RASampler + drop_last

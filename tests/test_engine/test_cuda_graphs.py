@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from helpers import forward_backward, grad_err, randomize_, rel_err
 from mavit_mm import MAViT
 from mavit_mm.engine import cuda_graphs
 from mavit_mm.engine.cuda_graphs import cuda_graphs_mode, disable_cuda_graphs, enable_cuda_graphs
+from helpers import forward_backward, grad_err, randomize_, rel_err
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason='CUDA graphs need a CUDA GPU')
@@ -36,6 +36,7 @@ def test_graph_gradient_buffers_must_not_become_grad():
     static_grad = torch.zeros(3)
 
     class ReturnsStaticBuffer(torch.autograd.Function):
+
         @staticmethod
         def forward(ctx, x, weight):
             return x * weight.detach()
@@ -129,8 +130,13 @@ def test_cuda_graphs_train_second_forward_before_backward_runs_eagerly():
     loss_g.backward()
     loss_e.backward()
     assert rel_err(loss_g, loss_e) < 1e-5
-    assert grad_err({n: p.grad for n, p in graphed.named_parameters()},
-                    {n: p.grad for n, p in eager.named_parameters()}) < 1e-5
+    assert grad_err({
+        n: p.grad
+        for n, p in graphed.named_parameters()
+    }, {
+        n: p.grad
+        for n, p in eager.named_parameters()
+    }) < 1e-5
 
 
 @needs_cuda
@@ -148,7 +154,8 @@ def test_cuda_graphs_train_replays_draw_new_drop_path_masks():
 
 
 def test_enable_checks_and_undo():
-    model = MAViT(arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), out_indices=(0, 1), attn_types='mala')
+    model = MAViT(
+        arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), out_indices=(0, 1), attn_types='mala')
     with pytest.raises(ValueError, match=r"mode must be one of \('eval', 'train', 'all'\)"):
         enable_cuda_graphs(model, 'always')
     with pytest.raises(ValueError, match=r"cannot capture with_cp=True"):
@@ -174,10 +181,11 @@ def test_hook_graphs_the_named_submodule_of_the_runner_model():
     from torch import nn
 
     class Detector(nn.Module):
+
         def __init__(self):
             super().__init__()
-            self.backbone = MAViT(arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), attn_types='mala',
-                                  out_indices=(0, 1))
+            self.backbone = MAViT(
+                arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), attn_types='mala', out_indices=(0, 1))
 
     class FakeRunner:  # the one attribute the hook reads
         model = Detector()

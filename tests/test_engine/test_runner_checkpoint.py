@@ -3,9 +3,9 @@ CPU training resumes from its saved iteration; crafted pickles are still refused
 import os
 import pickle
 import re
-import uuid
 import subprocess
 import sys
+import uuid
 
 import pytest
 import torch
@@ -21,9 +21,10 @@ TINY = dict(embed_dims=[16, 32, 32, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 2
 
 
 class ToyClassifier(BaseModel):
+
     def __init__(self):
         super().__init__()
-        self.backbone = MAViT(arch=TINY, out_indices=(3,), drop_path_rate=0.0)
+        self.backbone = MAViT(arch=TINY, out_indices=(3, ), drop_path_rate=0.0)
         self.head = torch.nn.Linear(64, 3)
 
     def forward(self, inputs, labels=None, mode='loss'):
@@ -34,6 +35,7 @@ class ToyClassifier(BaseModel):
 
 
 class ToyImages(Dataset):
+
     def __len__(self):
         return 12
 
@@ -46,15 +48,20 @@ def make_runner(work_dir, **kwargs):
     # A unique experiment name: two Runners started in the same second would otherwise share
     # mmengine's timestamp-named logger (and log file).
     return Runner(
-        model=ToyClassifier(), work_dir=str(work_dir), experiment_name=f'resume-{uuid.uuid4().hex}',
-        train_dataloader=dict(dataset=ToyImages(), batch_size=2, num_workers=0,
-                              sampler=dict(type='DefaultSampler', shuffle=True, seed=0)),
+        model=ToyClassifier(),
+        work_dir=str(work_dir),
+        experiment_name=f'resume-{uuid.uuid4().hex}',
+        train_dataloader=dict(
+            dataset=ToyImages(), batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True,
+                                                                           seed=0)),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
         param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=3),
         train_cfg=dict(by_epoch=False, max_iters=6),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),
-                           logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0, deterministic=True), **kwargs)
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0, deterministic=True),
+        **kwargs)
 
 
 @pytest.fixture(scope='module')
@@ -92,11 +99,13 @@ def test_loaded_message_hub_is_intact(finished_run):
 
 
 class _RunsCode:
+
     def __reduce__(self):
-        return (os.system, ('touch pwned',))
+        return (os.system, ('touch pwned', ))
 
 
 class _WalksGetattr:
+
     def __reduce__(self):
         from mmengine.logging import HistoryBuffer
         return (getattr, (HistoryBuffer, '__init__'))

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from mavit_mm.models.layers import (MALAttention, RoPESoftmaxAttention, RotaryEmbedding2d,
-                                    rope_softmax_attention)
+from mavit_mm.models.layers import MALAttention, RoPESoftmaxAttention, RotaryEmbedding2d, rope_softmax_attention
 from reference import rotary_complex, softmax_scores
 
 
@@ -19,8 +18,8 @@ def test_softmax_path_equals_explicit_softmax_on_rotated_qk():
     sin, cos = rope((h, w))
     freqs = rope.angle[::2]
     rq, rk = rotary_complex(q, h, w, freqs), rotary_complex(k, h, w, freqs)
-    expected = softmax_scores(rq, rk, d ** -0.5) @ v.double()
-    got = rope_softmax_attention(q, k, v, sin, cos, d ** -0.5)
+    expected = softmax_scores(rq, rk, d**-0.5) @ v.double()
+    got = rope_softmax_attention(q, k, v, sin, cos, d**-0.5)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 

@@ -50,8 +50,7 @@ def test_attention_layouts_match_reference(kinds):
     assert all(b.attn_type == per_stage[i] for i, s in enumerate(model.layers) for b in s.blocks)
     x = torch.randn(1, 3, 48, 40)
     with torch.no_grad():
-        for got, exp in zip(model(x), reference_forward(model.state_dict(), x, [2, 2, 6, 2], [1, 2, 4, 8],
-                                                        per_stage)):
+        for got, exp in zip(model(x), reference_forward(model.state_dict(), x, [2, 2, 6, 2], [1, 2, 4, 8], per_stage)):
             assert (got - exp).abs().max() <= 1e-5 * exp.abs().max()
 
 
@@ -86,7 +85,7 @@ def test_output_shapes_and_strides(hw):
         assert out.is_contiguous()  # plain NCHW memory for necks, heads and mmcv ops
 
 
-@pytest.mark.parametrize('out_indices,expected', [((0, 1, 2, 3), 4), ((3,), 1), (-1, 1), ((1, 3), 2)])
+@pytest.mark.parametrize('out_indices,expected', [((0, 1, 2, 3), 4), ((3, ), 1), (-1, 1), ((1, 3), 2)])
 def test_out_indices(out_indices, expected):
     model = MAViT(arch='tiny', out_indices=out_indices).eval()
     with torch.no_grad():
@@ -110,7 +109,8 @@ def test_custom_arch_dict():
     (dict(frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
     (dict(attn_types='flash'), 'Unknown attention type'),
     (dict(attn_types=['mala', 'mala']), 'one entry per stage'),
-    (dict(with_cp=['all']), r"with_cp must be False, True \(whole blocks\) or a list of parts from \('block', 'ffn', 'stem'\)"),
+    (dict(with_cp=['all']),
+     r"with_cp must be False, True \(whole blocks\) or a list of parts from \('block', 'ffn', 'stem'\)"),
     (dict(with_cp=('ffn', 'block')), "'block' already recomputes the FFNs"),
     (dict(cuda_graphs='always'), r"cuda_graphs must be False, True or one of \('eval', 'train', 'all'\)"),
 ])
@@ -185,6 +185,7 @@ def test_ffn_recompute_reruns_fc1_gelu_and_the_depthwise_conv_only():
     from mavit_mm.models.layers.block import ConvFFN
 
     class Ops(TorchDispatchMode):
+
         def __init__(self):
             super().__init__()
             self.names = []

@@ -5,9 +5,9 @@ import re
 import pytest
 import torch
 
-from helpers import call_tool
 from mavit_mm import MAViT
 from mavit_mm.utils.checkpoint_file import CheckpointFileError, check_checkpoint_file
+from helpers import call_tool
 
 
 @pytest.fixture(scope='module')

@@ -13,10 +13,9 @@ from mmengine.runner import load_checkpoint
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm import MAViT
 from mavit_mm.utils.config_tools import build_model
+from helpers import ROOT, randomize_, run_tool  # noqa: E402
 from reference import reference_cls_logits
-from helpers import randomize_
 
-from helpers import ROOT, run_tool  # noqa: E402
 PAPER = {'t': 16, 's': 27, 'b': 50, 'l': 98}  # Table 2, M
 PAPER_GFLOPS = {'t': 2.5, 's': 4.6, 'b': 9.9, 'l': 16.1}  # Table 2, 224x224
 
@@ -33,6 +32,7 @@ def test_classifier_builds_with_paper_params(arch):
 
 
 class _Logits(torch.nn.Module):
+
     def __init__(self, classifier):
         super().__init__()
         self.classifier = classifier
@@ -46,24 +46,25 @@ def test_classifier_flops_as_the_paper_counts(arch):
     """Module operations at 224x224 (ptflops' module hooks, the mmcv get_flops convention): within 3 %."""
     from ptflops import get_model_complexity_info
     model = build_classifier(f'configs/imagenet/mavit-{arch}_8xb128_in1k.py').eval()
-    macs, _ = get_model_complexity_info(_Logits(model), (3, 224, 224), as_strings=False,
-                                        print_per_layer_stat=False, backend='pytorch')
+    macs, _ = get_model_complexity_info(
+        _Logits(model), (3, 224, 224), as_strings=False, print_per_layer_stat=False, backend='pytorch')
     assert abs(macs / 1e9 / PAPER_GFLOPS[arch] - 1) <= 0.03, macs / 1e9
 
 
 def release_cls_state(arch='tiny', classes=1000, projection=2048, width=512):
-    state = {k: v for k, v in randomize_(MAViT(arch=arch)).state_dict().items()
-             if not k.startswith('extra_norms')}
+    state = {k: v for k, v in randomize_(MAViT(arch=arch)).state_dict().items() if not k.startswith('extra_norms')}
     g = torch.Generator().manual_seed(3)
-    state.update({'proj.weight': 0.02 * torch.randn(projection, width, 1, 1, generator=g),
-                  'proj.bias': 0.1 * torch.randn(projection, generator=g),
-                  'norm.weight': 1 + 0.1 * torch.randn(projection, generator=g),
-                  'norm.bias': 0.1 * torch.randn(projection, generator=g),
-                  'norm.running_mean': 0.1 * torch.randn(projection, generator=g),
-                  'norm.running_var': 0.5 + torch.rand(projection, generator=g),
-                  'norm.num_batches_tracked': torch.tensor(100),
-                  'head.weight': 0.02 * torch.randn(classes, projection, 1, 1, generator=g),
-                  'head.bias': torch.zeros(classes)})
+    state.update({
+        'proj.weight': 0.02 * torch.randn(projection, width, 1, 1, generator=g),
+        'proj.bias': 0.1 * torch.randn(projection, generator=g),
+        'norm.weight': 1 + 0.1 * torch.randn(projection, generator=g),
+        'norm.bias': 0.1 * torch.randn(projection, generator=g),
+        'norm.running_mean': 0.1 * torch.randn(projection, generator=g),
+        'norm.running_var': 0.5 + torch.rand(projection, generator=g),
+        'norm.num_batches_tracked': torch.tensor(100),
+        'head.weight': 0.02 * torch.randn(classes, projection, 1, 1, generator=g),
+        'head.bias': torch.zeros(classes)
+    })
     return state
 
 
@@ -109,15 +110,24 @@ def test_dense_converter_maps_every_key_and_refuses_a_wrong_config(tmp_path):
     c.model.backbone.init_cfg = None
     model = build_model(c)
     src = tmp_path / 'retinanet_t_1x.pth'  # a DDP-prefixed mmdet 2.x-style file
-    torch.save({'state_dict': {f'module.{k}': v for k, v in model.state_dict().items()},
-                'meta': {'mmdet_version': '2.11.0', 'CLASSES': ('person', )}}, src)
+    torch.save(
+        {
+            'state_dict': {
+                f'module.{k}': v
+                for k, v in model.state_dict().items()
+            },
+            'meta': {
+                'mmdet_version': '2.11.0',
+                'CLASSES': ('person', )
+            }
+        }, src)
     dst = tmp_path / 'converted.pth'
     out = run_tool('tools/model_converters/mavit_release_dense.py', str(src), cfg, str(dst))
     assert out.returncode == 0, out.stdout + out.stderr
     assert f'{len(model.state_dict())} of {len(model.state_dict())} model tensors mapped' in out.stdout
     load_checkpoint(model, str(dst), strict=True)
     wrong = run_tool('tools/model_converters/mavit_release_dense.py', str(src),
-                'configs/retinanet/retinanet_mavit-s_fpn_1x_coco.py', str(tmp_path / 'x.pth'))
+                     'configs/retinanet/retinanet_mavit-s_fpn_1x_coco.py', str(tmp_path / 'x.pth'))
     assert wrong.returncode == 1 and 'shapes that differ' in wrong.stdout
     assert not (tmp_path / 'x.pth').exists()
 
@@ -138,12 +148,19 @@ def test_mmpretrain_models_import_beside_transformers_5(tmp_path):
     dist.mkdir()
     (dist / 'METADATA').write_text('Metadata-Version: 2.1\nName: transformers\nVersion: 5.0.0\n')
     env = {**os.environ, 'PYTHONPATH': f'{tmp_path}{os.pathsep}{os.environ.get("PYTHONPATH", "")}'}
-    plain = subprocess.run([sys.executable, '-c', 'import mmpretrain.models'], capture_output=True,
-                           text=True, env=env, cwd=ROOT)
+    plain = subprocess.run([sys.executable, '-c', 'import mmpretrain.models'],
+                           capture_output=True,
+                           text=True,
+                           env=env,
+                           cwd=ROOT)
     assert plain.returncode != 0
-    fixed = subprocess.run(
-        [sys.executable, '-c', 'import transformers, mavit_mm.classification, mmpretrain.models; '
-         'from mmpretrain.registry import MODELS; print(transformers.__file__, MODELS.get("ImageClassifier"))'],
-        capture_output=True, text=True, env=env, cwd=ROOT)
+    fixed = subprocess.run([
+        sys.executable, '-c', 'import transformers, mavit_mm.classification, mmpretrain.models; '
+        'from mmpretrain.registry import MODELS; print(transformers.__file__, MODELS.get("ImageClassifier"))'
+    ],
+                           capture_output=True,
+                           text=True,
+                           env=env,
+                           cwd=ROOT)
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     assert str(tmp_path) in fixed.stdout and 'ImageClassifier' in fixed.stdout

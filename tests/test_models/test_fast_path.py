@@ -9,9 +9,9 @@ import copy
 import pytest
 import torch
 
-from helpers import forward_backward, grad_err, randomize_, rel_err
 from mavit_mm import MAViT
 from mavit_mm.ops.mala import interpreting, kernels_can_run, triton_available
+from helpers import forward_backward, grad_err, randomize_, rel_err
 
 CUDA = torch.cuda.is_available()
 full = pytest.mark.gpu_full
@@ -39,8 +39,9 @@ def test_fast_path_values_and_deprecations():
     assert kernels_can_run(torch.zeros(1)) == (triton_available() and interpreting())
 
 
-@pytest.mark.skipif(not (CUDA or interpreting()) or not triton_available(),
-                    reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')
+@pytest.mark.skipif(
+    not (CUDA or interpreting()) or not triton_available(),
+    reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')
 @pytest.mark.parametrize('with_cp', [False, ['ffn']], ids=['keep', 'ffn'])
 def test_backbone_kernels_match_plain_pytorch(with_cp):
     """A whole (small) MAViT on the fast path (Triton MALA, channels-last maps; with and without the
@@ -57,8 +58,9 @@ def test_backbone_kernels_match_plain_pytorch(with_cp):
     for model in (ref.train(), fast.train()):
         xx = x.clone().requires_grad_(True)
         outs = model(xx)
-        weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(i)).to(device)
-                   for i, o in enumerate(outs)]
+        weights = [
+            torch.randn(o.shape, generator=torch.Generator().manual_seed(i)).to(device) for i, o in enumerate(outs)
+        ]
         (gx, ) = torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), xx)
         results.append((outs, gx))
     (outs_r, gx_r), (outs_f, gx_f) = results
@@ -112,8 +114,8 @@ def test_bf16_error_of_a_layout_change_on_cpu():
     x = torch.randn(2, 3, 128, 160, generator=torch.Generator().manual_seed(0))
     outs_32, gx_32, _ = forward_backward(copy.deepcopy(ref).train(), x)
     outs_a, gx_a, _ = forward_backward(copy.deepcopy(ref).train(), x, torch.bfloat16)
-    outs_b, gx_b, _ = forward_backward(copy.deepcopy(ref).train(), x.contiguous(memory_format=torch.channels_last),
-                                       torch.bfloat16)
+    outs_b, gx_b, _ = forward_backward(
+        copy.deepcopy(ref).train(), x.contiguous(memory_format=torch.channels_last), torch.bfloat16)
     errs_a = [rel_err(a, e) for a, e in zip(outs_a, outs_32)] + [rel_err(gx_a, gx_32)]
     errs_b = [rel_err(b, e) for b, e in zip(outs_b, outs_32)] + [rel_err(gx_b, gx_32)]
     between = [rel_err(b, a) for a, b in zip(outs_b, outs_a)] + [rel_err(gx_b, gx_a)]

@@ -4,8 +4,8 @@ import torch
 
 from mavit_mm import MAViT
 from mavit_mm.models.utils.pretrained import load_pretrained_backbone
-from reference import reference_forward
 from helpers import randomize_
+from reference import reference_forward
 
 
 @pytest.fixture(scope='module')
@@ -17,11 +17,17 @@ def release_tiny():
 def classification_checkpoint(state):
     """The release's ImageNet file: {'model': backbone without extra_norms + proj/norm/head}."""
     cls_state = {k: v for k, v in state.items() if not k.startswith('extra_norms.')}
-    cls_state.update({'proj.weight': torch.randn(2048, 512, 1, 1), 'proj.bias': torch.zeros(2048),
-                      'norm.weight': torch.ones(2048), 'norm.bias': torch.zeros(2048),
-                      'norm.running_mean': torch.zeros(2048), 'norm.running_var': torch.ones(2048),
-                      'norm.num_batches_tracked': torch.tensor(0),
-                      'head.weight': torch.randn(1000, 2048, 1, 1), 'head.bias': torch.zeros(1000)})
+    cls_state.update({
+        'proj.weight': torch.randn(2048, 512, 1, 1),
+        'proj.bias': torch.zeros(2048),
+        'norm.weight': torch.ones(2048),
+        'norm.bias': torch.zeros(2048),
+        'norm.running_mean': torch.zeros(2048),
+        'norm.running_var': torch.ones(2048),
+        'norm.num_batches_tracked': torch.tensor(0),
+        'head.weight': torch.randn(1000, 2048, 1, 1),
+        'head.bias': torch.zeros(1000)
+    })
     return {'model': cls_state, 'epoch': 299}
 
 

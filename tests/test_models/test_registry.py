@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, MODELS
+from mmengine.registry import MODELS, DefaultScope
 
 from mavit_mm import MAViT
 

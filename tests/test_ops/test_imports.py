@@ -13,13 +13,19 @@ from helpers import ROOT
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec('triton') is None, reason='Triton is not installed')
 # the modules of the former circle (layer -> fast path -> kernels -> layer) and the engine's graphs
-MODULES = ['mavit_mm.ops.mala', pytest.param('mavit_mm.ops.mala.triton', marks=needs_triton),
-           'mavit_mm.models.layers.mala', 'mavit_mm.engine.cuda_graphs']
+MODULES = [
+    'mavit_mm.ops.mala',
+    pytest.param('mavit_mm.ops.mala.triton', marks=needs_triton), 'mavit_mm.models.layers.mala',
+    'mavit_mm.engine.cuda_graphs'
+]
 
 
 @pytest.mark.parametrize('module', MODULES)
 def test_module_imports_alone(module):
-    proc = subprocess.run([sys.executable, '-c', f'import {module}'], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, '-c', f'import {module}'],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

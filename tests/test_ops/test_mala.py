@@ -32,24 +32,22 @@ def test_rotary_matches_complex_rotation():
     sin, cos = RotaryEmbedding2d(d * 2, 2)((h, w))
     x = torch.randn(2, 2, h * w, d)
     freqs = RotaryEmbedding2d(d * 2, 2).angle[::2]
-    torch.testing.assert_close(apply_rotary(x, sin, cos).double(), rotary_complex(x, h, w, freqs),
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(apply_rotary(x, sin, cos).double(), rotary_complex(x, h, w, freqs), rtol=1e-5, atol=1e-5)
 
 
 def test_mala_scores_sum_to_one_without_rotation():
     b, heads, n, d = 2, 3, 20, 8
     q, k = torch.randn(b, heads, n, d, dtype=torch.float64), torch.randn(b, heads, n, d, dtype=torch.float64)
-    scores = mala_score_matrix(q, k, *identity_rope(n, d), d ** -0.5)
+    scores = mala_score_matrix(q, k, *identity_rope(n, d), d**-0.5)
     # sum_j = z / (z + 1e-6): one up to the release's stabiliser in 1 / (z + 1e-6)
-    torch.testing.assert_close(scores.sum(-1), torch.ones(b, heads, n, dtype=torch.float64),
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(scores.sum(-1), torch.ones(b, heads, n, dtype=torch.float64), rtol=0, atol=1e-5)
     assert (scores.sum(-1) - 1).abs().max() > 0  # the stabiliser is really there (not a copy of 1)
 
 
 @pytest.mark.parametrize('rotate', [False, True])
 def test_mala_linear_time_equals_explicit_eq13(rotate):
     b, heads, h, w, d = 2, 2, 4, 5, 8
-    n, scale = h * w, d ** -0.5
+    n, scale = h * w, d**-0.5
     q, k = torch.randn(2, b, heads, n, d, dtype=torch.float64)
     v = torch.randn(b, heads, n, d, dtype=torch.float64)
     if rotate:
@@ -60,8 +58,7 @@ def test_mala_linear_time_equals_explicit_eq13(rotate):
         sin, cos = identity_rope(n, d)
         rq, rk = phi(q), phi(k)
     explicit = mala_scores(phi(q), phi(k), rq, rk, scale) @ v
-    torch.testing.assert_close(mala_attention(q, k, v, sin, cos, scale).double(), explicit,
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(mala_attention(q, k, v, sin, cos, scale).double(), explicit, rtol=1e-5, atol=1e-6)
 
 
 def test_mala_magnitude_sharpens_linear_attention_does_not():
@@ -77,7 +74,7 @@ def test_mala_magnitude_sharpens_linear_attention_does_not():
     for a in (1.0, 2.0, 4.0, 8.0):
         q = phi_inverse(a * phi(q0))
         torch.testing.assert_close(phi(q), a * phi(q0))
-        s = mala_score_matrix(q, k, sin, cos, d ** -0.5)[0, 0]
+        s = mala_score_matrix(q, k, sin, cos, d**-0.5)[0, 0]
         lin = linear_attention_scores(phi(q), phi(k))[0, 0]
         ratios_mala.append(s.amax(-1) / s.amin(-1))
         ratios_linear.append(lin.amax(-1) / lin.amin(-1))
@@ -92,9 +89,8 @@ def test_mala_magnitude_sharpens_linear_attention_does_not():
 def test_mala_half_precision_is_finite_at_large_magnitudes():
     q, k, v = torch.randn(3, 1, 1, 4096, 32) * 300
     sin, cos = identity_rope(4096, 32)
-    out = mala_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), sin.float(), cos.float(), 32 ** -0.5)
+    out = mala_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), sin.float(), cos.float(), 32**-0.5)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-
 
 
 @pytest.mark.parametrize('regions', [False, True], ids=['all_keys', 'regions'])
@@ -108,16 +104,16 @@ def test_naive_scores_equal_the_scores_written_out_per_query(regions):
     if regions:
         region = torch.tensor([0] * 5 + [1] * 3 + [2] * 4)
         allowed = (region[:, None] == region[None, :]).double()
-    expected_out, expected = region_mala(q, k, v, d ** -0.5, allowed)
+    expected_out, expected = region_mala(q, k, v, d**-0.5, allowed)
     pq, pk = phi(q), phi(k)
-    got = naive_scores(pq, pk, pq, pk, d ** -0.5, allowed)
+    got = naive_scores(pq, pk, pq, pk, d**-0.5, allowed)
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(got @ v, expected_out, rtol=1e-10, atol=1e-12)
 
 
 def test_op_backends_and_their_errors():
     q, k, v = torch.randn(3, 1, 2, 10, 8)
-    torch.testing.assert_close(mala(q, k, v, backend='naive'), mala_attention(q, k, v, None, None, 8 ** -0.5))
+    torch.testing.assert_close(mala(q, k, v, backend='naive'), mala_attention(q, k, v, None, None, 8**-0.5))
     torch.testing.assert_close(mala(q, k, v), mala(q, k, v, backend='naive'), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="backend must be one of \\('auto', 'naive', 'triton'\\)"):
         mala(q, k, v, backend='cuda')

@@ -10,18 +10,17 @@ import torch
 
 triton = pytest.importorskip('triton')
 
-from mavit_mm.models.layers.rotary import RotaryEmbedding2d  # noqa: E402
 import mavit_mm.ops.mala as mala_op  # noqa: E402
+from mavit_mm.models.layers.rotary import RotaryEmbedding2d  # noqa: E402
 from mavit_mm.ops.mala import interpreting, naive  # noqa: E402
 from mavit_mm.ops.mala import triton as mala_triton  # noqa: E402
 
 INTERPRET = interpreting()
 CUDA = torch.cuda.is_available()
-pytestmark = pytest.mark.skipif(not (CUDA or INTERPRET),
-                                reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')
+pytestmark = pytest.mark.skipif(
+    not (CUDA or INTERPRET), reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')
 DEVICE = 'cuda' if CUDA and not INTERPRET else 'cpu'
 mala_attention = naive.mala_attention
-
 
 from helpers import rel_err as rel  # noqa: E402
 
@@ -38,7 +37,7 @@ def qkv_views(b, heads, h, w, d, channels_last, dtype=torch.float32, scale=1.0):
 
 
 def run(fn, x, views, sin, cos, grad):
-    out = fn(*views, sin, cos, views[0].shape[-1] ** -0.5)
+    out = fn(*views, sin, cos, views[0].shape[-1]**-0.5)
     (gx, ) = torch.autograd.grad(out, x, grad)
     return out, gx
 
@@ -54,7 +53,8 @@ def _cases():
         for cl in (False, True):
             for rope in (True, False):
                 case = (shape, cl, rope)
-                name = f"{'x'.join(map(str, shape))}-{'channels_last' if cl else 'nchw'}-{'rope' if rope else 'no_rope'}"
+                layout = 'channels_last' if cl else 'nchw'
+                name = f"{'x'.join(map(str, shape))}-{layout}-{'rope' if rope else 'no_rope'}"
                 yield pytest.param(*case, id=name, marks=() if case in default else pytest.mark.gpu_full)
 
 
@@ -98,11 +98,13 @@ def test_kernels_fall_back_to_smaller_tiles_when_shared_memory_is_short(monkeypa
             self.kernel, self.blocks = kernel, []
 
         def __getitem__(self, grid):
+
             def launch(*args, BLOCK, **kwargs):
                 self.blocks.append(BLOCK)
                 if BLOCK > 32:
                     raise OutOfResources(BLOCK * 4096, 32 * 4096, 'shared memory')
                 return self.kernel[grid](*args, BLOCK=BLOCK, **kwargs)
+
             return launch
 
     names = ('_mala_fwd_reduce', '_mala_fwd_apply', '_mala_bwd_queries', '_mala_bwd_keys')
@@ -129,8 +131,9 @@ def test_custom_op_registration():
     _, views = qkv_views(1, 2, 6, 5, 32, channels_last=True)
     q, k, v = (t.detach().requires_grad_(True) for t in views)
     sin, cos = (t.to(DEVICE) for t in RotaryEmbedding2d(64, 2)((6, 5)))
-    torch.library.opcheck(mala_triton._mala_fwd_op, (q, k, v, sin, cos, 32 ** -0.5),
-                          test_utils=('test_schema', 'test_autograd_registration', 'test_faketensor'))
+    torch.library.opcheck(
+        mala_triton._mala_fwd_op, (q, k, v, sin, cos, 32**-0.5),
+        test_utils=('test_schema', 'test_autograd_registration', 'test_faketensor'))
 
 
 @pytest.mark.skipif(INTERPRET, reason='half precision needs the GPU (the interpreter computes in numpy)')

@@ -2,17 +2,14 @@
 worked out by hand, the FFN's selective recomputation (``with_cp='ffn'``) measured with it, and the
 tool that prints it."""
 import json
-import os.path as osp
-import subprocess
-import sys
 
 import torch
 from torch import nn
 
 from mavit_mm import MAViT
 from mavit_mm.analysis.activation_memory import PARAMETERS, saved_activations
+from helpers import call_tool
 
-from helpers import ROOT, call_tool  # noqa: E402
 F32 = 4
 
 
@@ -29,6 +26,7 @@ def test_linear_gelu_linear_by_hand():
 
 
 class TwoViews(nn.Module):
+
     def forward(self, x):
         a, b = x.exp().chunk(2, dim=1)  # both views of one (2, 6) storage are saved by the product
         return a * b
@@ -81,9 +79,9 @@ def test_ffn_recompute_keeps_the_ffn_input_only():
 
 def test_benchmark_memory_on_cpu(tmp_path, capsys, monkeypatch):
     out_json = tmp_path / 'mem.json'
-    assert call_tool('tools/analysis_tools/benchmark.py', 'memory', '--device', 'cpu', '--arch', 't',
-                     '--shape', '64', '96', '--batch-size', '1', '--modes', 'off', '--with-cp', 'none', 'ffn',
-                     'block', '--out', str(out_json)) == 0
+    assert call_tool('tools/analysis_tools/benchmark.py', 'memory', '--device', 'cpu', '--arch', 't', '--shape', '64',
+                     '96', '--batch-size', '1', '--modes', 'off', '--with-cp', 'none', 'ffn', 'block', '--out',
+                     str(out_json)) == 0
     result = json.loads(out_json.read_text())
     totals = result['totals_mib']
     assert list(totals) == ['off', 'off, with_cp=ffn', 'off, with_cp=block']

@@ -2,8 +2,6 @@
 collect_results.py and benchmark.py."""
 import json
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -16,8 +14,8 @@ from mavit_mm.analysis.complexity import PAPER_SHAPES, full_flops, model_complex
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.ops.mala.naive import mala_attention
 from mavit_mm.utils.config_tools import build_model
-
 from helpers import ROOT, call_tool, run_tool  # noqa: E402
+
 T_CONFIGS = [n for n in PAPER_ROWS if 'mavit-t_' in n]
 
 
@@ -68,26 +66,29 @@ def test_model_zoo_page_is_generated_from_the_metafiles():
 
 
 class _SDPA(nn.Module):
+
     def forward(self, x):
         return F.scaled_dot_product_attention(x, x, x)
 
 
 class _MALA(nn.Module):
+
     def forward(self, x):
-        return mala_attention(x, x, x, None, None, x.shape[-1] ** -0.5)
+        return mala_attention(x, x, x, None, None, x.shape[-1]**-0.5)
 
 
 def test_full_count_includes_attention_products():
     b, h, n, d = 2, 3, 50, 16
     x = torch.randn(b, h, n, d)
-    assert full_flops(_SDPA(), x) == 2 * b * h * n * n * d          # q k^T and attn v
+    assert full_flops(_SDPA(), x) == 2 * b * h * n * n * d  # q k^T and attn v
     # MALA: q . mean(k) (N d), k^T v (N d^2), q (k^T v) (N d^2): linear in N
     assert full_flops(_MALA(), x) == b * h * (n * d + 2 * n * d * d)
 
 
 def test_get_flops_cli_writes_both_counts(tmp_path):
     out_json = tmp_path / 'flops.json'
-    out = run_tool('tools/analysis_tools/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py', '--out', str(out_json))
+    out = run_tool('tools/analysis_tools/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py', '--out',
+                   str(out_json))
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out_json.read_text())
     assert result['shape'] == [224, 224] and result['paper_flops_g'] == 2.5
@@ -100,9 +101,9 @@ BENCHMARK = 'tools/analysis_tools/benchmark.py'
 
 def test_benchmark_model_runs_on_cpu(tmp_path, capsys):
     out_json = tmp_path / 'bench.json'
-    assert call_tool(BENCHMARK, 'model', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py',
-                     '--shape', '64', '96', '--batch-size', '2', '--warmup', '1', '--repeats', '3',
-                     '--device', 'cpu', '--out', str(out_json)) == 0
+    assert call_tool(BENCHMARK, 'model', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py', '--shape', '64',
+                     '96', '--batch-size', '2', '--warmup', '1', '--repeats', '3', '--device', 'cpu', '--out',
+                     str(out_json)) == 0
     result = json.loads(out_json.read_text())
     assert result['shape'] == [64, 96] and result['batch_size'] == 2 and result['repeats'] == 3
     assert result['min_ms'] <= result['median_ms'] <= result['max_ms'] and result['precision'] == 'fp32'
@@ -115,11 +116,13 @@ def test_benchmark_train_iter_runs_on_cpu(tmp_path):
     assert call_tool(BENCHMARK, 'train-iter', 'configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py',
                      'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
                      'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py', '--device', 'cpu',
-                     '--shape', '64', '64', '--batch-size', '2', '--warmup', '1', '--repeats', '2',
-                     '--out', str(out_json)) == 0  # batch 2: UperNet's pooling BN needs more than one value
+                     '--shape', '64', '64', '--batch-size', '2', '--warmup', '1', '--repeats', '2', '--out',
+                     str(out_json)) == 0  # batch 2: UperNet's pooling BN needs more than one value
     rows = json.loads(out_json.read_text())['rows']
-    assert [r['config'] for r in rows] == ['retinanet_mavit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco',
-                                           'upernet_mavit-t_8xb2-160k_ade20k-512x512']
+    assert [r['config'] for r in rows] == [
+        'retinanet_mavit-t_fpn_1x_coco', 'mask-rcnn_swin-t-p4-w7_fpn_1x_coco',
+        'upernet_mavit-t_8xb2-160k_ade20k-512x512'
+    ]
     assert all(r['median_ms'] > 0 and r['repeats'] == 2 for r in rows)
 
 
@@ -128,9 +131,9 @@ def test_benchmark_backbone_runs_on_cpu(tmp_path):
     with_cp (here ffn + stem) only in training steps; the sweep has all three attention kinds."""
     out_json = tmp_path / 'bench.json'
     assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', 'ResNet-50 (torchvision)',
-                     '--modes', 'auto', 'graphs', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train',
-                     '--batch-size', '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1',
-                     '--sweep', str(tmp_path / 'sweep.png'), '--sweep-sizes', '64', '--out', str(out_json)) == 0
+                     '--modes', 'auto', 'graphs', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train', '--batch-size',
+                     '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1', '--sweep',
+                     str(tmp_path / 'sweep.png'), '--sweep-sizes', '64', '--out', str(out_json)) == 0
     result = json.loads(out_json.read_text())
     labels = [(r['setting'], r['model']) for r in result['rows']]
     assert labels == [('cls', 'MAViT-T (off)'), ('cls', 'MAViT-T (auto)'), ('cls', 'MAViT-T (graphs)'),
@@ -159,8 +162,8 @@ def test_benchmark_says_what_is_wrong(args, message, capsys):
 
 
 def test_get_flops_checks_the_shape(capsys):
-    assert call_tool('tools/analysis_tools/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py',
-                     '--shape', '0', '0') == 2
+    assert call_tool('tools/analysis_tools/get_flops.py', 'configs/imagenet/mavit-t_8xb128_in1k.py', '--shape', '0',
+                     '0') == 2
     assert 'argument --shape: must be a positive integer, got 0' in capsys.readouterr().err
 
 
@@ -179,11 +182,11 @@ def test_count_negative_scores_covers_every_mala_score(tmp_path):
         mmcv.imwrite(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), str(tmp_path / 'img' / f'{i}.png'))
     out_json = tmp_path / 'neg.json'
     out = run_tool('tools/analysis_tools/count_negative_scores.py', 'configs/toy/mavit-t_toy-cls.py', str(ckpt),
-              '--images', str(tmp_path / 'img'), '--size', '64', '--out', str(out_json))
+                   '--images', str(tmp_path / 'img'), '--size', '64', '--out', str(out_json))
     assert out.returncode == 0, out.stderr[-2000:]
     (row, ) = json.loads(out_json.read_text())
     assert row['checkpoint'] == 'epoch_1.pth'
-    assert row['total'] == 2 * (2 * 256 ** 2 * 1 + 2 * 64 ** 2 * 2)
+    assert row['total'] == 2 * (2 * 256**2 * 1 + 2 * 64**2 * 2)
     assert 0 <= row['negative'] <= row['total'] and (row['negative'] > 0) == (row['min'] < 0)
     assert row['share'] == row['negative'] / row['total'] and 'epoch_1.pth' in out.stdout
 

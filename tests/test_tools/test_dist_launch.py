@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from mavit_mm.toy_data import make_toy_dataset
-
 from helpers import ROOT  # noqa: E402
+
 ITERS = 3
 # fp32 rounding of a 2-way all-reduce vs one batch, over ITERS SGD steps, relative to each tensor's norm
 # (seen: 2e-6; the conv biases in front of the frozen stem BNs grow to ~3e3 in these steps)
@@ -125,10 +125,28 @@ def test_segmentor_two_processes_train_as_one_with_the_same_total_batch(toy):
 
     # testing: 2 processes predict what 1 process predicts, image by image
     ckpt = str(two / f'iter_{ITERS}.pth')
-    launch('dist_test.sh', 'seg_2x2.py', ckpt, '2', '--work-dir', str(toy / 't2'),
-           '--out', str(toy / 'seg2.pkl'), nproc=2, cwd=str(toy))
-    out1 = launch('dist_test.sh', 'seg_2x2.py', ckpt, '1', '--work-dir', str(toy / 't1'),
-                  '--out', str(toy / 'seg1.pkl'), nproc=1, cwd=str(toy))
+    launch(
+        'dist_test.sh',
+        'seg_2x2.py',
+        ckpt,
+        '2',
+        '--work-dir',
+        str(toy / 't2'),
+        '--out',
+        str(toy / 'seg2.pkl'),
+        nproc=2,
+        cwd=str(toy))
+    out1 = launch(
+        'dist_test.sh',
+        'seg_2x2.py',
+        ckpt,
+        '1',
+        '--work-dir',
+        str(toy / 't1'),
+        '--out',
+        str(toy / 'seg1.pkl'),
+        nproc=1,
+        cwd=str(toy))
     p1, p2 = predictions(str(toy / 'seg1.pkl'), 'pred_sem_seg'), predictions(str(toy / 'seg2.pkl'), 'pred_sem_seg')
     assert p1.keys() == p2.keys() and len(p1) == 4
     for name in p1:
@@ -149,10 +167,28 @@ def test_detector_two_processes_train_and_test(toy):
     assert ckpts == ['iter_2.pth'], ckpts
 
     ckpt = str(work / 'iter_2.pth')
-    out2 = launch('dist_test.sh', 'det.py', ckpt, '2', '--work-dir', str(toy / 'dt2'),
-                  '--out', str(toy / 'det2.pkl'), nproc=2, cwd=str(toy))
-    out1 = launch('dist_test.sh', 'det.py', ckpt, '1', '--work-dir', str(toy / 'dt1'),
-                  '--out', str(toy / 'det1.pkl'), nproc=1, cwd=str(toy))
+    out2 = launch(
+        'dist_test.sh',
+        'det.py',
+        ckpt,
+        '2',
+        '--work-dir',
+        str(toy / 'dt2'),
+        '--out',
+        str(toy / 'det2.pkl'),
+        nproc=2,
+        cwd=str(toy))
+    out1 = launch(
+        'dist_test.sh',
+        'det.py',
+        ckpt,
+        '1',
+        '--work-dir',
+        str(toy / 'dt1'),
+        '--out',
+        str(toy / 'det1.pkl'),
+        nproc=1,
+        cwd=str(toy))
     with open(toy / 'det1.pkl', 'rb') as f:
         d1 = {r['img_id']: r['pred_instances'] for r in pickle.load(f)}
     with open(toy / 'det2.pkl', 'rb') as f:
@@ -167,4 +203,5 @@ def test_detector_two_processes_train_and_test(toy):
     def metric(out):
         line = [ln for ln in (out.stdout + out.stderr).splitlines() if 'coco/bbox_mAP:' in ln][-1]
         return line[line.index('coco/bbox_mAP:'):].split()[1]
+
     assert metric(out1) == metric(out2)

@@ -19,9 +19,9 @@ from mmengine.fileio import get_file_backend
 from mavit_mm import MAViT
 from mavit_mm.utils.config_tools import check_custom_imports, use_atomic_checkpoints
 from mavit_mm.utils.fileio import AtomicLocalBackend, atomic_write
+from helpers import ROOT  # noqa: E402
 from helpers import randomize_
 
-from helpers import ROOT  # noqa: E402
 CUDA = torch.cuda.is_available()
 # the archs the CUDA tests sweep (all by default; a GPU host short of time may pass e.g. 't')
 GPU_ARCHS = list(os.environ.get('MAVIT_GPU_TEST_ARCHS', 'tsbl'))
@@ -173,7 +173,7 @@ def test_bf16_autocast_cpu_no_nan_over_magnitudes(arch, scale):
     with torch.no_grad():  # weights over orders of magnitude too
         for name, p in model.named_parameters():
             if 'qkvo' in name or 'proj' in name:
-                p.mul_(scale ** 0.5)
+                p.mul_(scale**0.5)
     x = (scale * torch.randn(2, 3, 64, 64)).requires_grad_(True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         outs = model(x)
@@ -202,8 +202,8 @@ def test_cuda_autocast_no_nan_over_magnitudes(arch, dtype, scale, fast_path):
 @settings(max_examples=12, deadline=None, derandomize=True)
 @given(h=st.integers(32, 160), w=st.integers(32, 160), batch=st.integers(1, 3))
 def test_any_size_from_32px_and_any_batch(h, w, batch):
-    model = MAViT(arch=dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 2]),
-                  fast_path='off').eval()
+    model = MAViT(
+        arch=dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 2]), fast_path='off').eval()
     with torch.no_grad():
         outs = model(torch.randn(batch, 3, h, w))
     for i, o in enumerate(outs):
@@ -225,8 +225,9 @@ def test_in_channels_and_pretrained_stem_adaptation(tmp_path, channels):
     rgb = randomize_(MAViT(arch='tiny', fast_path='off')).eval()
     ckpt = tmp_path / 'rgb.pth'
     torch.save({'state_dict': rgb.state_dict()}, ckpt)
-    model = MAViT(arch='tiny', in_channels=channels, fast_path='off',
-                  init_cfg=dict(type='Pretrained', checkpoint=str(ckpt))).eval()
+    model = MAViT(
+        arch='tiny', in_channels=channels, fast_path='off', init_cfg=dict(type='Pretrained',
+                                                                          checkpoint=str(ckpt))).eval()
     model.init_weights()
     image = torch.randn(1, 3, 64, 64)
     gray = image.mean(1, keepdim=True)
@@ -246,12 +247,13 @@ def test_detector_trains_on_images_without_annotations():
 
     from mavit_mm.utils.config_tools import build_model
     cfg = Config.fromfile(osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py'))
-    cfg.model.backbone.update(init_cfg=None, norm_cfg=dict(type='BN'), arch=dict(
-        embed_dims=[32, 64, 96, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 3, 4]))
+    cfg.model.backbone.update(
+        init_cfg=None,
+        norm_cfg=dict(type='BN'),
+        arch=dict(embed_dims=[32, 64, 96, 128], depths=[1, 1, 1, 1], num_heads=[1, 2, 3, 4]))
     cfg.model.neck.in_channels = [32, 64, 96, 128]
     model = build_model(cfg).train()
-    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 97, 131), (3, 64, 80)], num_items=[0, 0],
-                            with_mask=True)
+    packed = demo_mm_inputs(batch_size=2, image_shapes=[(3, 97, 131), (3, 64, 80)], num_items=[0, 0], with_mask=True)
     with DefaultScope.overwrite_default_scope('mmdet'):
         data = model.data_preprocessor(packed, True)
         losses = model(**data, mode='loss')
@@ -271,8 +273,11 @@ def test_config_without_custom_imports_says_what_to_add(tmp_path):
         check_custom_imports(cfg)
     assert "custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)" in str(err.value)
     assert 'MAViT' in str(err.value)
-    out = subprocess.run([sys.executable, 'tools/train.py', str(path)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, 'tools/train.py', str(path)],
+                         cwd=ROOT,
+                         capture_output=True,
+                         text=True,
+                         timeout=300)
     assert out.returncode != 0 and "custom_imports = dict(imports=['mavit_mm']" in out.stderr
 
 
@@ -283,7 +288,8 @@ def test_nothing_turns_the_weights_only_loader_off():
             for name in files:
                 if name.endswith(('.py', '.sh')):
                     text = open(osp.join(dirpath, name)).read()
-                    if re.search(r'weights_only\s*=\s*False|environ(\[|\.setdefault\()[\'"]TORCH_FORCE_NO_WEIGHTS|'
-                                 r'^\s*(export\s+)?TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=', text, re.M):
+                    if re.search(
+                            r'weights_only\s*=\s*False|environ(\[|\.setdefault\()[\'"]TORCH_FORCE_NO_WEIGHTS|'
+                            r'^\s*(export\s+)?TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=', text, re.M):
                         offenders.append(osp.join(dirpath, name))
     assert offenders == []

@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.toy_data import make_toy_dataset
 from mavit_mm.utils.config_tools import set_data_root, train_in_fp32
-
 from helpers import ROOT  # noqa: E402
+
 TOY_DET = osp.join(ROOT, 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')
 TOY_SEG = osp.join(ROOT, 'configs/toy/upernet_mavit-t_toy.py')
 DATA_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader', 'val_evaluator', 'test_evaluator')
@@ -37,8 +37,15 @@ def toy_root(tmp_path_factory):
 
 
 def run_tool(*args, cwd=ROOT, env=None):
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return subprocess.run([sys.executable, *args],
+                          cwd=cwd,
+                          capture_output=True,
+                          text=True,
+                          env={
+                              **os.environ,
+                              **(env or {})
+                          },
+                          timeout=600)
 
 
 def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
@@ -98,14 +105,14 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
     assert out.returncode == 0, out.stderr[-3000:]
     scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     losses = [s['loss'] for s in scalars if 'loss' in s]
-    assert len(losses) == 2 and all(l == l and abs(l) < 1e4 for l in losses)  # finite
+    assert len(losses) == 2 and all(v == v and abs(v) < 1e4 for v in losses)  # finite
     metric = FRAMEWORKS[framework][3]
     assert any(metric in s for s in scalars), f'no {metric} in {scalars[-1]}'
 
     ckpt = work_dir / 'iter_2.pth'
     result = tmp_path / 'preds.pkl'
-    out = run_tool('tools/test.py', config, str(ckpt), '--work-dir', str(tmp_path / 'test'),
-                   '--out', str(result), '--show-dir', str(tmp_path / 'vis'))
+    out = run_tool('tools/test.py', config, str(ckpt), '--work-dir', str(tmp_path / 'test'), '--out', str(result),
+                   '--show-dir', str(tmp_path / 'vis'))
     assert out.returncode == 0, out.stderr[-3000:]
     assert result.stat().st_size > 0
     drawn = [f for f in tmp_path.rglob('*.*g') if 'vis' in str(f)]
@@ -131,11 +138,12 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
 def test_classification_train_and_top1_eval_on_toy_data(toy_root, tmp_path):
     config = 'configs/toy/mavit-t_toy-cls.py'
     work_dir = tmp_path / 'work'
-    options = ['--cfg-options', 'train_dataloader.batch_size=8', 'train_cfg.max_epochs=1',
-               'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1',
-               'default_hooks.logger.interval=1']
-    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--data-root',
-                   osp.join(toy_root, 'cls'), *options)
+    options = [
+        '--cfg-options', 'train_dataloader.batch_size=8', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+        'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1'
+    ]
+    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--data-root', osp.join(toy_root, 'cls'),
+                   *options)
     assert out.returncode == 0, out.stderr[-3000:]
     scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     assert len([s for s in scalars if 'loss' in s]) == 2
@@ -152,16 +160,16 @@ def test_classification_train_and_top1_eval_on_toy_data(toy_root, tmp_path):
 
 
 def test_missing_coco_names_layout():
-    out = run_tool('tools/train.py', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
-                   '--data-root', '/nonexistent/coco')
+    out = run_tool('tools/train.py', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', '--data-root',
+                   '/nonexistent/coco')
     assert out.returncode != 0
     assert 'The train dataset (CocoDataset) is not where the config says' in out.stderr
     assert 'annotations/instances_train2017.json' in out.stderr and '--data-root' in out.stderr
 
 
 def test_missing_ade_names_layout():
-    out = run_tool('tools/train.py', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py',
-                   '--data-root', '/nonexistent/ade')
+    out = run_tool('tools/train.py', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py', '--data-root',
+                   '/nonexistent/ade')
     assert out.returncode != 0
     assert 'ADE20KDataset' in out.stderr and 'images/training' in out.stderr
 

@@ -20,14 +20,16 @@ SUBCOMMANDS = {'model': model, 'backbone': backbone, 'train-iter': train_iter, '
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest='command', required=True, metavar='{' + ','.join(SUBCOMMANDS) + '}')
     parsers = {}
     for name, module in SUBCOMMANDS.items():
-        parsers[name] = sub.add_parser(name, help=module.__doc__.split('\n')[0].split(': ', 1)[-1],
-                                       description=module.__doc__,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+        parsers[name] = sub.add_parser(
+            name,
+            help=module.__doc__.split('\n')[0].split(': ', 1)[-1],
+            description=module.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(parsers[name])
     args = parser.parse_args()
     result = SUBCOMMANDS[args.command].run(args, parsers[args.command])

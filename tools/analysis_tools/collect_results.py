@@ -22,12 +22,18 @@ from mavit_mm.utils.fileio import write_text_atomic
 
 # What mmengine's evaluators write -> (the paper's / metafile name, factor to %).
 METRICS: Dict[str, Tuple[str, float]] = {
-    'coco/bbox_mAP': ('box AP', 100), 'coco/bbox_mAP_50': ('box AP@50', 100),
-    'coco/bbox_mAP_75': ('box AP@75', 100), 'coco/bbox_mAP_s': ('box AP_s', 100),
-    'coco/bbox_mAP_m': ('box AP_m', 100), 'coco/bbox_mAP_l': ('box AP_l', 100),
-    'coco/segm_mAP': ('mask AP', 100), 'coco/segm_mAP_50': ('mask AP@50', 100),
+    'coco/bbox_mAP': ('box AP', 100),
+    'coco/bbox_mAP_50': ('box AP@50', 100),
+    'coco/bbox_mAP_75': ('box AP@75', 100),
+    'coco/bbox_mAP_s': ('box AP_s', 100),
+    'coco/bbox_mAP_m': ('box AP_m', 100),
+    'coco/bbox_mAP_l': ('box AP_l', 100),
+    'coco/segm_mAP': ('mask AP', 100),
+    'coco/segm_mAP_50': ('mask AP@50', 100),
     'coco/segm_mAP_75': ('mask AP@75', 100),
-    'mIoU': ('mIoU', 1), 'accuracy/top1': ('Top 1 Accuracy', 1)}
+    'mIoU': ('mIoU', 1),
+    'accuracy/top1': ('Top 1 Accuracy', 1)
+}
 HEADLINE = ('box AP', 'mask AP', 'mIoU', 'Top 1 Accuracy')
 
 
@@ -58,8 +64,8 @@ def collect(work_dirs: List[str], all_metrics: bool = False) -> List[dict]:
         name = find_config_name(work_dir)
         metrics, source = read_metrics(work_dir)
         if metrics is None:
-            rows.append(dict(config=name, work_dir=work_dir, metric='-', ours=None, paper=None,
-                             diff=None, source=source))
+            rows.append(
+                dict(config=name, work_dir=work_dir, metric='-', ours=None, paper=None, diff=None, source=source))
             continue
         paper = PAPER_ROWS[name].metrics if name in PAPER_ROWS else {}
         for key, (metric, factor) in METRICS.items():
@@ -67,14 +73,23 @@ def collect(work_dirs: List[str], all_metrics: bool = False) -> List[dict]:
                 continue
             ours = round(float(metrics[key]) * factor, 2)
             ref = paper.get(metric)
-            rows.append(dict(config=name, work_dir=work_dir, metric=metric, ours=ours,
-                             paper=ref, diff=None if ref is None else round(ours - ref, 2), source=source))
+            rows.append(
+                dict(
+                    config=name,
+                    work_dir=work_dir,
+                    metric=metric,
+                    ours=ours,
+                    paper=ref,
+                    diff=None if ref is None else round(ours - ref, 2),
+                    source=source))
     return rows
 
 
 def to_markdown(rows: List[dict]) -> str:
+
     def fmt(v, signed=False):
         return '-' if v is None else (f'{v:+.1f}' if signed else f'{v:.1f}')
+
     lines = ['| config | metric | ours | paper | diff | from |', '|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f'| {r["config"]} | {r["metric"]} | {fmt(r["ours"])} | {fmt(r["paper"])} | '
@@ -85,8 +100,8 @@ def to_markdown(rows: List[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('work_dirs', nargs='+', help='work dirs of test runs (tools/test.py --work-dir)')
-    parser.add_argument('--all-metrics', action='store_true',
-                        help='every COCO AP, not only box AP / mask AP / mIoU / top-1')
+    parser.add_argument(
+        '--all-metrics', action='store_true', help='every COCO AP, not only box AP / mask AP / mIoU / top-1')
     parser.add_argument('--out', help='also write the markdown table (.md) or the rows (.json) here')
     args = parser.parse_args()
     missing = [d for d in args.work_dirs if not osp.isdir(d)]

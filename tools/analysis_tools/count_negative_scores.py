@@ -26,12 +26,14 @@ from mavit_mm.utils.fileio import write_text_atomic
 
 def load_images(folder: str, limit: int, size: int) -> List[torch.Tensor]:
     """Up to ``limit`` images as uint8 ``(3, size, size)`` BGR tensors, as LoadImageFromFile reads them."""
-    paths = sorted(p for p in glob.glob(osp.join(folder, '**', '*.*'), recursive=True)
-                   if p.lower().endswith(('.jpg', '.jpeg', '.png')))[:limit]
+    paths = sorted(
+        p for p in glob.glob(osp.join(folder, '**', '*.*'), recursive=True)
+        if p.lower().endswith(('.jpg', '.jpeg', '.png')))[:limit]
     if not paths:
         sys.exit(f'count_negative_scores: no .jpg/.png images under {folder}')
-    return [torch.from_numpy(mmcv.imresize(mmcv.imread(path), (size, size))).permute(2, 0, 1).contiguous()
-            for path in paths]
+    return [
+        torch.from_numpy(mmcv.imresize(mmcv.imread(path), (size, size))).permute(2, 0, 1).contiguous() for path in paths
+    ]
 
 
 @torch.no_grad()
@@ -39,8 +41,10 @@ def count(model: torch.nn.Module, images: List[torch.Tensor]) -> Dict[str, float
     """Negative scores of every MALA block of ``model.backbone`` over ``images``; the images are
     normalised by the model's own data preprocessor (mean, std, channel order of the config)."""
     captured = []
-    hooks = [m.register_forward_pre_hook(lambda m, args: captured.append((m, args[0], args[1])))
-             for m in model.backbone.modules() if isinstance(m, MALAttention)]
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: captured.append((m, args[0], args[1])))
+        for m in model.backbone.modules() if isinstance(m, MALAttention)
+    ]
     totals = {'negative': 0, 'total': 0, 'min': float('inf')}
     try:
         for image in images:
@@ -79,8 +83,10 @@ def main() -> None:
         load_checkpoint(model, ckpt, map_location='cpu', logger='silent')
         r = dict(checkpoint=osp.basename(ckpt), **count(model, images))
         rows.append(r)
-        print(f'| {r["checkpoint"]} | {r["total"]:,} | {r["negative"]:,} | {100 * r["share"]:.4f} % | '
-              f'{r["min"]:.3e} |', flush=True)
+        print(
+            f'| {r["checkpoint"]} | {r["total"]:,} | {r["negative"]:,} | {100 * r["share"]:.4f} % | '
+            f'{r["min"]:.3e} |',
+            flush=True)
     if args.out:
         write_text_atomic(json.dumps(rows, indent=2) + '\n', args.out)
 

@@ -25,13 +25,15 @@ from mavit_mm.utils.fileio import write_text_atomic
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('config', help='config file (mmdet, mmseg or mmpretrain)')
-    parser.add_argument('--shape', type=positive_int, nargs=2, metavar=('H', 'W'),
-                        help='input height and width (default: the paper\'s shape for the task)')
-    parser.add_argument('--no-full', action='store_true',
-                        help='skip the full (traced) count, which is slower')
+    parser.add_argument(
+        '--shape',
+        type=positive_int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help='input height and width (default: the paper\'s shape for the task)')
+    parser.add_argument('--no-full', action='store_true', help='skip the full (traced) count, which is slower')
     parser.add_argument('--out', help='write the figures to this json file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, xxx=yyy format')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings, xxx=yyy format')
     return parser.parse_args()
 
 

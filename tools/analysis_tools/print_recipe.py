@@ -18,8 +18,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmengine.config import DictAction  # noqa: E402
 from mmengine.logging import MMLogger  # noqa: E402
 
-from mavit_mm.analysis.recipe import (compare_with_release, default_probes, effective_recipe,  # noqa: E402
-                                      format_rows, undocumented)
+from mavit_mm.analysis.recipe import format_rows  # noqa: E402
+from mavit_mm.analysis.recipe import compare_with_release, default_probes, effective_recipe, undocumented  # noqa: E402
 from mavit_mm.utils.config_tools import build_model, load_config  # noqa: E402
 
 
@@ -61,8 +61,7 @@ def main() -> int:
                 print(f'{key:>15}: {value}')
         print()
     if missing:
-        print('Differences from the release not documented as deliberate:\n  ' + '\n  '.join(missing),
-              file=sys.stderr)
+        print('Differences from the release not documented as deliberate:\n  ' + '\n  '.join(missing), file=sys.stderr)
         return 1
     return 0
 

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
-from mavit_mm.analysis.attention_scores import (block_scores, capture_attention_input,  # noqa: E402
-                                                scaled_query_scores, top_bottom_ratio)
+from mavit_mm.analysis.attention_scores import capture_attention_input  # noqa: E402
+from mavit_mm.analysis.attention_scores import block_scores, scaled_query_scores, top_bottom_ratio  # noqa: E402
 from mavit_mm.utils.config_tools import build_model  # noqa: E402
 
 SCALES = (1, 2, 4, 8)
@@ -47,8 +47,8 @@ def load_backbone(config: str, checkpoint: str = None) -> Tuple[torch.nn.Module,
         load_checkpoint(model, checkpoint, map_location='cpu')
     backbone = getattr(model, 'backbone', model)
     pre = model_cfg.get('data_preprocessor') or {}
-    return backbone.eval(), dict(mean=pre.get('mean', [123.675, 116.28, 103.53]),
-                                 std=pre.get('std', [58.395, 57.12, 57.375]))
+    return backbone.eval(), dict(
+        mean=pre.get('mean', [123.675, 116.28, 103.53]), std=pre.get('std', [58.395, 57.12, 57.375]))
 
 
 def load_image(path: str, size: int, norm: dict) -> Tuple[np.ndarray, torch.Tensor]:
@@ -72,7 +72,7 @@ def curves(args: argparse.Namespace) -> dict:
         img, x = load_image(args.image, args.size, norm)
         attn, feat, _ = capture_attention_input(backbone, x, args.stage, args.block)
         qh, kh, _, _ = attn.qkvo(feat).chunk(4, dim=1)
-        qh, kh = attn.split_heads(qh)[0, 0], attn.split_heads(kh)[0, 0]   # head 0: (N, d)
+        qh, kh = attn.split_heads(qh)[0, 0], attn.split_heads(kh)[0, 0]  # head 0: (N, d)
         q = qh[token_of(args.query, img.shape[:2], feat.shape[-2:])].detach()
         k = kh.detach()
         source = f'{osp.basename(args.config)}, stage {args.stage} block {args.block}, head 0'
@@ -90,8 +90,7 @@ def curves(args: argparse.Namespace) -> dict:
         ratios[name] = top_bottom_ratio(rows).tolist()
         for a, row, r in zip(SCALES, rows, ratios[name]):
             ax.plot(torch.sort(row, descending=True).values.numpy(), label=f'a={a}  max/min={r:.3g}')
-        ax.set_title({'softmax': 'softmax attention', 'linear': 'linear attention',
-                      'mala': 'MALA'}[name])
+        ax.set_title({'softmax': 'softmax attention', 'linear': 'linear attention', 'mala': 'MALA'}[name])
         ax.set_xlabel('keys, sorted by score')
         ax.set_ylabel('score')
         ax.legend(fontsize=8)
@@ -112,8 +111,8 @@ def score_map(args: argparse.Namespace) -> List[np.ndarray]:
     h, w = feat.shape[-2:]
     tokens = [token_of(p, img.shape[:2], (h, w)) for p in args.query]
     with torch.no_grad():
-        scores = block_scores(attn, feat, rope, tokens)              # (Q, heads, N)
-    maps = [s.mean(0).reshape(h, w).numpy() for s in scores]      # mean over heads
+        scores = block_scores(attn, feat, rope, tokens)  # (Q, heads, N)
+    maps = [s.mean(0).reshape(h, w).numpy() for s in scores]  # mean over heads
     kind = 'MALA' if type(attn).__name__ == 'MALAttention' else 'softmax'
     fig, axes = plt.subplots(1, len(maps), figsize=(4.5 * len(maps), 4.5), squeeze=False)
     for ax, m, (py, px) in zip(axes[0], maps, args.query):
@@ -151,8 +150,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument('--block', type=int, default=0)
         p.add_argument('--out', required=True, help='PNG to write')
     c.add_argument('--query', type=int, nargs=2, default=(64, 64), metavar=('Y', 'X'))
-    m.add_argument('--query', type=int, nargs=2, action='append', required=True, metavar=('Y', 'X'),
-                   help='a query pixel of the resized image; repeat for several')
+    m.add_argument(
+        '--query',
+        type=int,
+        nargs=2,
+        action='append',
+        required=True,
+        metavar=('Y', 'X'),
+        help='a query pixel of the resized image; repeat for several')
     args = parser.parse_args(argv)
     if (args.mode == 'map' or args.config) and not args.image:
         parser.error('--image is needed to take scores from a model')

@@ -33,8 +33,10 @@ def main() -> int:
             ok &= passed
             shown = 'missing' if value is None else f'{value:.3f}'
             print(f"{job:<16}{key:<16}{shown:>8}{need:>8}  {'ok' if passed else 'BELOW'}")
-        drawn = [f for f in glob.glob(osp.join(root, job, '**', 'vis*', '**', '*.*'), recursive=True)
-                 if f.endswith(('.png', '.jpg'))]
+        drawn = [
+            f for f in glob.glob(osp.join(root, job, '**', 'vis*', '**', '*.*'), recursive=True)
+            if f.endswith(('.png', '.jpg'))
+        ]
         print(f'{job:<16}{len(drawn)} drawn predictions under {osp.join(root, job)}')
     return 0 if ok else 1
 

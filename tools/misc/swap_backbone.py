@@ -28,8 +28,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--arch', default='tiny', help=f'MAViT arch: {sorted(MAViT.arch_zoo)}')
     parser.add_argument('--out', required=True, help='where to write the new config (.py)')
     parser.add_argument('--checkpoint', help='ImageNet weights (default checkpoints/mavit-<a>_in1k.pth)')
-    parser.add_argument('--out-indices', type=int, nargs='+', help='MAViT stages to output '
-                        '(default: the stock backbone\'s)')
+    parser.add_argument(
+        '--out-indices', type=int, nargs='+', help='MAViT stages to output '
+        '(default: the stock backbone\'s)')
     parser.add_argument('--keep-optimizer', action='store_true')
     parser.add_argument('--no-check', action='store_true', help='skip building the new model')
     return parser.parse_args()

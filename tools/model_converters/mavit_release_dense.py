@@ -55,10 +55,12 @@ def main() -> int:
 
     unmapped = [k for k in state if k not in own]
     missing = [k for k in own if k not in state]
-    mismatched = [f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}'
-                  for k, v in state.items() if k in own and v.shape != own[k].shape]
-    for title, items in (('keys of the release file that map to nothing', unmapped),
-                         ('model tensors the release file does not provide', missing),
+    mismatched = [
+        f'{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}' for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    for title, items in (('keys of the release file that map to nothing',
+                          unmapped), ('model tensors the release file does not provide', missing),
                          ('shapes that differ (release vs model)', mismatched)):
         if items:
             print(f'{title} ({len(items)}):\n  ' + '\n  '.join(items[:20]))
@@ -67,8 +69,14 @@ def main() -> int:
         print('nothing written: fix the config (arch, num_classes) or pass --allow-partial', file=sys.stderr)
         return 1
     keep = OrderedDict((k, v) for k, v in state.items() if k in own and v.shape == own[k].shape)
-    save_atomic({'state_dict': keep, 'meta': {'converted_from': osp.basename(args.src),
-                                              'config': osp.basename(args.config)}}, args.dst)
+    save_atomic(
+        {
+            'state_dict': keep,
+            'meta': {
+                'converted_from': osp.basename(args.src),
+                'config': osp.basename(args.config)
+            }
+        }, args.dst)
     print(f'wrote {args.dst}')
     return 0
 

@@ -12,15 +12,22 @@ import torch
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, shape=None, batch_size=None, warmup: int = 5,
-                         repeats: int = 20, precision: Optional[str] = 'bf16') -> None:
+def add_common_arguments(parser: argparse.ArgumentParser,
+                         *,
+                         shape=None,
+                         batch_size=None,
+                         warmup: int = 5,
+                         repeats: int = 20,
+                         precision: Optional[str] = 'bf16') -> None:
     """``--precision``, ``--batch-size``, ``--shape``, ``--warmup``, ``--repeats``, ``--device``, ``--out``."""
-    parser.add_argument('--precision', choices=PRECISIONS, default=precision,
-                        help='fp32, or bf16 / fp16 autocast' + (' (default: %(default)s)' if precision else
-                                                                ' (default: what the config says)'))
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default=precision,
+        help='fp32, or bf16 / fp16 autocast' +
+        (' (default: %(default)s)' if precision else ' (default: what the config says)'))
     parser.add_argument('--batch-size', type=positive_int, default=batch_size, help='images per step')
-    parser.add_argument('--shape', type=positive_int, nargs=2, default=shape, metavar=('H', 'W'),
-                        help='input size')
+    parser.add_argument('--shape', type=positive_int, nargs=2, default=shape, metavar=('H', 'W'), help='input size')
     parser.add_argument('--warmup', type=non_negative_int, default=warmup, help='untimed steps first')
     parser.add_argument('--repeats', type=positive_int, default=repeats, help='timed steps (median reported)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')

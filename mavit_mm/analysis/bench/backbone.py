@@ -28,21 +28,35 @@ from . import add_common_arguments, autocast, check_device, no_tf32, print_env
 from .peers import available_peers
 
 SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, train
-    'cls': ((224, 224), 64, False), 'seg': ((512, 2048), 1, False), 'train': ((800, 1344), 2, True)}
+    'cls': ((224, 224), 64, False),
+    'seg': ((512, 2048), 1, False),
+    'train': ((800, 1344), 2, True)
+}
 MODES = ('off', 'auto', 'graphs')
 DEFAULT_PEERS = ('Swin-T (torchvision)', 'ConvNeXt-T (torchvision)', 'ResNet-50 (torchvision)')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--archs', nargs='+', default=['t'], choices=['t', 's', 'b', 'l'])
-    parser.add_argument('--modes', nargs='+', default=list(MODES), choices=MODES,
-                        help="MAViT modes; 'off' is always timed as the baseline")
-    parser.add_argument('--with-cp', nargs='+', default=[], metavar='PARTS',
-                        help="also time the training step with with_cp=[PARTS] (comma-separated parts of "
-                             "block, ffn, stem), e.g. --with-cp ffn ffn,stem")
+    parser.add_argument(
+        '--modes',
+        nargs='+',
+        default=list(MODES),
+        choices=MODES,
+        help="MAViT modes; 'off' is always timed as the baseline")
+    parser.add_argument(
+        '--with-cp',
+        nargs='+',
+        default=[],
+        metavar='PARTS',
+        help="also time the training step with with_cp=[PARTS] (comma-separated parts of "
+        "block, ffn, stem), e.g. --with-cp ffn ffn,stem")
     parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument('--peers', nargs='*', default=list(DEFAULT_PEERS),
-                        help='peer backbones by name (`--peers` alone: none; `--peers all`: every installed one)')
+    parser.add_argument(
+        '--peers',
+        nargs='*',
+        default=list(DEFAULT_PEERS),
+        help='peer backbones by name (`--peers` alone: none; `--peers all`: every installed one)')
     parser.add_argument('--sweep', help='also run the attention sweep and draw it to this PNG')
     parser.add_argument('--sweep-sizes', type=int, nargs='+', default=[256, 512, 1024, 1536, 2048])
     add_common_arguments(parser)
@@ -61,9 +75,11 @@ def mavit_models(archs, modes, with_cp) -> Dict[str, Callable[[], nn.Module]]:
     from mavit_mm.engine import enable_cuda_graphs
 
     def make(arch: str, mode: str, cp) -> Callable[[], nn.Module]:
+
         def build() -> nn.Module:
             model = MAViT(arch=arch, fast_path='off' if mode == 'off' else 'auto', with_cp=cp or False)
             return enable_cuda_graphs(model, 'all') if mode == 'graphs' else model
+
         return build
 
     models = {}
@@ -85,9 +101,11 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, precision: str) -> C
             return model(x)
 
     if not train:
+
         def infer():
             with torch.no_grad():
                 return forward()
+
         return infer
 
     def train_step():
@@ -95,6 +113,7 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, precision: str) -> C
         loss.backward()
         for p in params:
             p.grad = None
+
     return train_step
 
 
@@ -123,8 +142,10 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
             r = {'median_ms': math.nan, 'error': 'out of memory'}
         r.update(setting=name, model=label, shape=[batch, 3, h, w], images_per_s=batch / (r['median_ms'] / 1e3))
         rows.append(r)
-        print(f'  {name:5s} {label:30s} {r["median_ms"]:9.2f} ms {r["images_per_s"]:9.1f} img/s'
-              + (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''), flush=True)
+        print(
+            f'  {name:5s} {label:30s} {r["median_ms"]:9.2f} ms {r["images_per_s"]:9.1f} img/s' +
+            (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''),
+            flush=True)
         del model, fn
         if device.type == 'cuda':
             torch.cuda.empty_cache()
@@ -159,14 +180,17 @@ def attention_sweep(args, device) -> List[dict]:
             def fn():
                 with torch.no_grad(), autocast(device, args.precision):
                     return layer(inp, sin_cos)
+
             try:
                 r = measure(fn, device, args.warmup, args.repeats)
             except torch.OutOfMemoryError:
                 r = {'median_ms': math.nan, 'error': 'out of memory'}
             r.update(image=res, tokens=hw[0] * hw[1], attention=label)
             rows.append(r)
-            print(f'  sweep {res:5d}^2 ({hw[0] * hw[1]:7d} tokens) {label:17s} {r["median_ms"]:9.3f} ms'
-                  + (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''), flush=True)
+            print(
+                f'  sweep {res:5d}^2 ({hw[0] * hw[1]:7d} tokens) {label:17s} {r["median_ms"]:9.3f} ms' +
+                (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''),
+                flush=True)
             if device.type == 'cuda':
                 torch.cuda.empty_cache()
     return rows
@@ -185,10 +209,14 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
         axes[0].plot(xs, [r['median_ms'] for r in pts], 'o-', label=label)
         if all('peak_mem_mib' in r for r in pts):
             axes[1].plot(xs, [r['peak_mem_mib'] for r in pts], 'o-', label=label)
-    axes[0].set(xlabel='image side (px), stage-1 tokens = (side/4)^2', ylabel='median time (ms)',
-                xscale='log', yscale='log', title='one attention layer, C=64')
-    axes[1].set(xlabel='image side (px)', ylabel='peak memory (MiB)', xscale='log', yscale='log',
-                title='peak memory (CUDA)')
+    axes[0].set(
+        xlabel='image side (px), stage-1 tokens = (side/4)^2',
+        ylabel='median time (ms)',
+        xscale='log',
+        yscale='log',
+        title='one attention layer, C=64')
+    axes[1].set(
+        xlabel='image side (px)', ylabel='peak memory (MiB)', xscale='log', yscale='log', title='peak memory (CUDA)')
     for ax in axes:
         ax.legend()
         ax.grid(True, which='both', alpha=0.3)

@@ -15,16 +15,24 @@ import torch
 from ..benchmarking import environment
 from . import add_common_arguments, autocast, check_device, print_env
 
-MIB = 2 ** 20
+MIB = 2**20
 WITH_CP = ('none', 'ffn', 'stem', 'ffn,stem', 'block')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--arch', default='t', choices=['t', 's', 'b', 'l'])
-    parser.add_argument('--modes', nargs='+', default=['off', 'auto'], choices=['off', 'auto'],
-                        help="fast_path settings to account ('off': plain PyTorch)")
-    parser.add_argument('--with-cp', nargs='+', default=['none'], choices=WITH_CP,
-                        help='recomputed parts to account for each mode (none: keep everything)')
+    parser.add_argument(
+        '--modes',
+        nargs='+',
+        default=['off', 'auto'],
+        choices=['off', 'auto'],
+        help="fast_path settings to account ('off': plain PyTorch)")
+    parser.add_argument(
+        '--with-cp',
+        nargs='+',
+        default=['none'],
+        choices=WITH_CP,
+        help='recomputed parts to account for each mode (none: keep everything)')
     parser.add_argument('--top', type=int, default=25, help='rows to print (all go to --out)')
     add_common_arguments(parser, shape=(800, 1344), batch_size=2, precision='fp32')
 
@@ -45,12 +53,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     totals: Dict[str, float] = {}
     rows: Dict[str, Dict[str, float]] = {}
     params = 0.0
-    columns = {(f'{mode}, with_cp={cp}' if cp != 'none' else mode): (mode, cp)
-               for mode in args.modes for cp in args.with_cp}
+    columns = {
+        (f'{mode}, with_cp={cp}' if cp != 'none' else mode): (mode, cp)
+        for mode in args.modes
+        for cp in args.with_cp
+    }
     for label, (mode, cp) in columns.items():
         torch.manual_seed(0)
-        model = MAViT(arch=args.arch, fast_path=mode, drop_path_rate=0.0,
-                      with_cp=False if cp == 'none' else cp.split(',')).to(device).train()
+        model = MAViT(
+            arch=args.arch, fast_path=mode, drop_path_rate=0.0,
+            with_cp=False if cp == 'none' else cp.split(',')).to(device).train()
 
         def forward(model=model):
             with autocast(device, args.precision):
@@ -72,5 +84,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     print('| total | ' + ' | '.join(f'**{totals[m]:.1f}**' for m in labels) + ' | 100% |')
     for m in labels[1:]:
         print(f'# {m} / {first}: {totals[m] / max(totals[first], 1e-9):.2f}')
-    return dict(env=env, arch=args.arch, shape=list(args.shape), batch_size=args.batch_size,
-                precision=args.precision, totals_mib=totals, rows_mib=rows)
+    return dict(
+        env=env,
+        arch=args.arch,
+        shape=list(args.shape),
+        batch_size=args.batch_size,
+        precision=args.precision,
+        totals_mib=totals,
+        rows_mib=rows)

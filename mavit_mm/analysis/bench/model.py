@@ -49,8 +49,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
             return wrapped(inputs)
 
     result = measure(step, device, args.warmup, args.repeats)
-    result.update(config=osp.splitext(osp.basename(args.config))[0], shape=list(shape), batch_size=batch,
-                  precision=args.precision, images_per_s=batch / (result['median_ms'] / 1e3), env=env)
+    result.update(
+        config=osp.splitext(osp.basename(args.config))[0],
+        shape=list(shape),
+        batch_size=batch,
+        precision=args.precision,
+        images_per_s=batch / (result['median_ms'] / 1e3),
+        env=env)
     print(f'{result["config"]}: batch {batch} x 3 x {shape[0]} x {shape[1]}, {args.precision}, {device}')
     line = f'median {result["median_ms"]:.2f} ms (min {result["min_ms"]:.2f}, max {result["max_ms"]:.2f}, ' \
            f'{args.repeats} repeats after {args.warmup} warm-up), {result["images_per_s"]:.1f} img/s'

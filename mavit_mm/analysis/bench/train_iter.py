@@ -34,8 +34,8 @@ def _prepare(config: str, precision, device: torch.device):
     model = build_model(cfg).to(device).train()
     optim_cfg = cfg.optim_wrapper.copy()
     if precision in ('fp16', 'bf16'):
-        optim_cfg.update(type='AmpOptimWrapper', loss_scale='dynamic',
-                         dtype='float16' if precision == 'fp16' else 'bfloat16')
+        optim_cfg.update(
+            type='AmpOptimWrapper', loss_scale='dynamic', dtype='float16' if precision == 'fp16' else 'bfloat16')
     elif precision == 'fp32' or (device.type == 'cpu' and optim_cfg.get('type') == 'AmpOptimWrapper'):
         optim_cfg.type = 'OptimWrapper'  # mmengine's AMP wrapper needs a GPU
         for key in ('loss_scale', 'dtype'):
@@ -49,8 +49,8 @@ def synthetic_batch(scope: str, batch: int, shape) -> dict:
     """A fixed training batch as the data preprocessor receives it."""
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
-        return demo_mm_inputs(batch_size=batch, image_shapes=[(3, *shape)] * batch, num_items=[10] * batch,
-                              with_mask=True)
+        return demo_mm_inputs(
+            batch_size=batch, image_shapes=[(3, *shape)] * batch, num_items=[10] * batch, with_mask=True)
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     g = torch.Generator().manual_seed(0)
@@ -59,8 +59,9 @@ def synthetic_batch(scope: str, batch: int, shape) -> dict:
         s = SegDataSample(metainfo=dict(img_shape=tuple(shape), ori_shape=tuple(shape), pad_shape=tuple(shape)))
         s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, *shape), generator=g))
         samples.append(s)
-    return dict(inputs=[torch.randint(0, 256, (3, *shape), dtype=torch.uint8, generator=g) for _ in range(batch)],
-                data_samples=samples)
+    return dict(
+        inputs=[torch.randint(0, 256, (3, *shape), dtype=torch.uint8, generator=g) for _ in range(batch)],
+        data_samples=samples)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
@@ -77,14 +78,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         packed = synthetic_batch(cfg.default_scope, args.batch_size, args.shape)
         exact = no_tf32() if args.precision == 'fp32' else contextlib.nullcontext()
         with DefaultScope.overwrite_default_scope(cfg.default_scope), exact:
+
             def step(model=model, optim_wrapper=optim_wrapper):
                 return model.train_step(packed, optim_wrapper)
+
             r = measure(step, device, args.warmup, args.repeats)
-        r.update(config=osp.splitext(osp.basename(config))[0], batch_size=args.batch_size, shape=list(args.shape),
-                 precision=args.precision or 'config')
+        r.update(
+            config=osp.splitext(osp.basename(config))[0],
+            batch_size=args.batch_size,
+            shape=list(args.shape),
+            precision=args.precision or 'config')
         rows.append(r)
-        print(f'{r["config"]:55s} {r["median_ms"]:8.1f} ms/iter'
-              + (f'  peak {r["peak_mem_mib"]:.0f} MiB' if 'peak_mem_mib' in r else ''), flush=True)
+        print(
+            f'{r["config"]:55s} {r["median_ms"]:8.1f} ms/iter' +
+            (f'  peak {r["peak_mem_mib"]:.0f} MiB' if 'peak_mem_mib' in r else ''),
+            flush=True)
         del model, optim_wrapper
         if device.type == 'cuda':
             torch.cuda.empty_cache()

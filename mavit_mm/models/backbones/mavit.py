@@ -34,15 +34,18 @@ FAST_PATH_MODES = ('auto', 'off')
 _DEPRECATED_FAST_PATH = {
     'kernels': "'kernels' is what 'auto' does on CUDA",
     'compile': "blocks are no longer compiled one by one; compile the whole model instead (mmengine: "
-               "compile=True in the config, or torch.compile(model))",
+    "compile=True in the config, or torch.compile(model))",
 }
 
 
 def parse_fast_path(mode: str) -> str:
     """``fast_path`` as one of :data:`FAST_PATH_MODES` (old values warn and map to ``'auto'``)."""
     if mode in _DEPRECATED_FAST_PATH:
-        warnings.warn(f"MAViT(fast_path={mode!r}) is deprecated and now means 'auto': "
-                      f'{_DEPRECATED_FAST_PATH[mode]}.', DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"MAViT(fast_path={mode!r}) is deprecated and now means 'auto': "
+            f'{_DEPRECATED_FAST_PATH[mode]}.',
+            DeprecationWarning,
+            stacklevel=3)
         return 'auto'
     if mode not in FAST_PATH_MODES:
         raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {mode!r}')
@@ -57,8 +60,11 @@ def parse_with_cp(with_cp: Union[bool, Sequence[str]]) -> FrozenSet[str]:
     if with_cp is True:
         return frozenset({'block'})
     if isinstance(with_cp, str):
-        warnings.warn(f'MAViT(with_cp={with_cp!r}) is deprecated: pass a list, with_cp=[{with_cp!r}] '
-                      "(or True for whole blocks).", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f'MAViT(with_cp={with_cp!r}) is deprecated: pass a list, with_cp=[{with_cp!r}] '
+            "(or True for whole blocks).",
+            DeprecationWarning,
+            stacklevel=3)
         with_cp = [with_cp]
     parts = list(with_cp) if isinstance(with_cp, (list, tuple)) else None
     if parts is None or not parts or any(p not in WITH_CP_PARTS for p in parts):
@@ -98,20 +104,23 @@ class ConvStem(nn.Module):
         self.recompute = recompute
         mid = embed_dims // 2
         layers: List[nn.Module] = []
-        for i, (c_in, c_out, stride) in enumerate(
-                [(in_channels, mid, 2), (mid, mid, 1), (mid, mid, 1), (mid, embed_dims, 2)]):
+        for i, (c_in, c_out, stride) in enumerate([(in_channels, mid, 2), (mid, mid, 1), (mid, mid, 1),
+                                                   (mid, embed_dims, 2)]):
             layers += [nn.Conv2d(c_in, c_out, 3, stride, 1), build_norm_layer(norm_cfg, c_out)[1]]
             if i < 3:
                 layers.append(nn.GELU())
         self.proj = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.recompute and torch.is_grad_enabled() and (
-                x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        if self.recompute and torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad
+                                                                                  for p in self.parameters())):
             # keep only the image; the stride-2 and stride-4 maps are rebuilt in the backward
-            return cp.checkpoint(self.proj, x, use_reentrant=False, preserve_rng_state=False,
-                                 context_fn=lambda: (contextlib.nullcontext(),
-                                                     _batch_norms_keep_running_stats(self.proj)))
+            return cp.checkpoint(
+                self.proj,
+                x,
+                use_reentrant=False,
+                preserve_rng_state=False,
+                context_fn=lambda: (contextlib.nullcontext(), _batch_norms_keep_running_stats(self.proj)))
         return self.proj(x)
 
 
@@ -133,18 +142,31 @@ class MAViTStage(nn.Module):
     ``forward`` returns ``(features before the downsample, input of the next stage)``.
     """
 
-    def __init__(self, embed_dims: int, depth: int, num_heads: int, attn_types: Sequence[str],
-                 mlp_ratio: float, drop_paths: Sequence[float], layer_scale_init_value: float,
-                 out_channels: Optional[int], norm_cfg: dict, with_cp: FrozenSet[str] = frozenset()) -> None:
+    def __init__(self,
+                 embed_dims: int,
+                 depth: int,
+                 num_heads: int,
+                 attn_types: Sequence[str],
+                 mlp_ratio: float,
+                 drop_paths: Sequence[float],
+                 layer_scale_init_value: float,
+                 out_channels: Optional[int],
+                 norm_cfg: dict,
+                 with_cp: FrozenSet[str] = frozenset()) -> None:
         super().__init__()
         self.with_cp = 'block' in with_cp
         self.RoPE = RotaryEmbedding2d(embed_dims, num_heads)
         self.blocks = nn.ModuleList([
-            MAViTBlock(embed_dims, num_heads, attn_types[j], mlp_ratio, drop_paths[j],
-                       layer_scale_init_value, ffn_recompute='ffn' in with_cp) for j in range(depth)
+            MAViTBlock(
+                embed_dims,
+                num_heads,
+                attn_types[j],
+                mlp_ratio,
+                drop_paths[j],
+                layer_scale_init_value,
+                ffn_recompute='ffn' in with_cp) for j in range(depth)
         ])
-        self.downsample = (Downsample(embed_dims, out_channels, norm_cfg)
-                           if out_channels is not None else None)
+        self.downsample = (Downsample(embed_dims, out_channels, norm_cfg) if out_channels is not None else None)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         rope = self.RoPE(x.shape[-2:])
@@ -206,18 +228,38 @@ class MAViT(BaseModule):
     """
 
     arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(['t', 'tiny'], dict(
-            embed_dims=[64, 128, 256, 512], depths=[2, 2, 6, 2], num_heads=[1, 2, 4, 8],
-            layer_init_values=[1, 1, 1, 1], drop_path_rate=0.1, projection=2048)),
-        **dict.fromkeys(['s', 'small'], dict(
-            embed_dims=[64, 128, 320, 512], depths=[3, 5, 9, 3], num_heads=[1, 2, 5, 8],
-            layer_init_values=[1, 1, 1, 1], drop_path_rate=0.15, projection=2048)),
-        **dict.fromkeys(['b', 'base'], dict(
-            embed_dims=[96, 192, 384, 512], depths=[4, 6, 12, 6], num_heads=[1, 2, 6, 8],
-            layer_init_values=[1, 1, 1e-6, 1e-6], drop_path_rate=0.4, projection=2048)),
-        **dict.fromkeys(['l', 'large'], dict(
-            embed_dims=[96, 192, 448, 640], depths=[4, 7, 19, 8], num_heads=[1, 2, 7, 10],
-            layer_init_values=[1e-6] * 4, drop_path_rate=0.55, projection=2560)),
+        **dict.fromkeys(['t', 'tiny'],
+                        dict(
+                            embed_dims=[64, 128, 256, 512],
+                            depths=[2, 2, 6, 2],
+                            num_heads=[1, 2, 4, 8],
+                            layer_init_values=[1, 1, 1, 1],
+                            drop_path_rate=0.1,
+                            projection=2048)),
+        **dict.fromkeys(['s', 'small'],
+                        dict(
+                            embed_dims=[64, 128, 320, 512],
+                            depths=[3, 5, 9, 3],
+                            num_heads=[1, 2, 5, 8],
+                            layer_init_values=[1, 1, 1, 1],
+                            drop_path_rate=0.15,
+                            projection=2048)),
+        **dict.fromkeys(['b', 'base'],
+                        dict(
+                            embed_dims=[96, 192, 384, 512],
+                            depths=[4, 6, 12, 6],
+                            num_heads=[1, 2, 6, 8],
+                            layer_init_values=[1, 1, 1e-6, 1e-6],
+                            drop_path_rate=0.4,
+                            projection=2048)),
+        **dict.fromkeys(['l', 'large'],
+                        dict(
+                            embed_dims=[96, 192, 448, 640],
+                            depths=[4, 7, 19, 8],
+                            num_heads=[1, 2, 7, 10],
+                            layer_init_values=[1e-6] * 4,
+                            drop_path_rate=0.55,
+                            projection=2560)),
     }
     _required_arch_keys = {'embed_dims', 'depths', 'num_heads'}
 
@@ -266,20 +308,21 @@ class MAViT(BaseModule):
         self.layers = nn.ModuleList()
         for i in range(num_stages):
             start = sum(depths[:i])
-            self.layers.append(MAViTStage(
-                embed_dims[i], depths[i], self.arch_settings['num_heads'][i], self.attn_types[i],
-                mlp_ratio, dpr[start:start + depths[i]], layer_init_values[i],
-                embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, self.with_cp))
-        self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims)
-                            if out_norms else None)
+            self.layers.append(
+                MAViTStage(embed_dims[i], depths[i], self.arch_settings['num_heads'][i], self.attn_types[i], mlp_ratio,
+                           dpr[start:start + depths[i]], layer_init_values[i],
+                           embed_dims[i + 1] if i + 1 < num_stages else None, norm_cfg, self.with_cp))
+        self.extra_norms = (nn.ModuleList(LayerNorm2d(c) for c in embed_dims) if out_norms else None)
         self.apply(self._init_module)
         self.set_fast_path(fast_path)
         self._freeze_stages()
         if cuda_graphs:
             mode = 'eval' if cuda_graphs is True else cuda_graphs
-            warnings.warn(f'MAViT(cuda_graphs={cuda_graphs!r}) is deprecated: add custom_hooks=[dict('
-                          f"type='CUDAGraphHook', module='backbone', mode={mode!r})] to the config instead.",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                f'MAViT(cuda_graphs={cuda_graphs!r}) is deprecated: add custom_hooks=[dict('
+                f"type='CUDAGraphHook', module='backbone', mode={mode!r})] to the config instead.",
+                DeprecationWarning,
+                stacklevel=2)
             enable_cuda_graphs(self, mode)
 
     def set_fast_path(self, mode: str) -> 'MAViT':
@@ -321,8 +364,7 @@ class MAViT(BaseModule):
         return copy.deepcopy(arch)
 
     @staticmethod
-    def _parse_out_indices(out_indices: Union[int, Sequence[int]],
-                           num_stages: int) -> Tuple[int, ...]:
+    def _parse_out_indices(out_indices: Union[int, Sequence[int]], num_stages: int) -> Tuple[int, ...]:
         if isinstance(out_indices, int):
             out_indices = [out_indices]
         parsed = []
@@ -365,10 +407,12 @@ class MAViT(BaseModule):
     def init_weights(self) -> None:
         """Load ``init_cfg``'s Pretrained checkpoint; other init_cfg types go to mmengine."""
         if self.init_cfg is not None and self.init_cfg.get('type') == 'Pretrained':
-            load_pretrained_backbone(self, self.init_cfg['checkpoint'],
-                                     prefix=self.init_cfg.get('prefix'),
-                                     map_location=self.init_cfg.get('map_location', 'cpu'),
-                                     logger=MMLogger.get_current_instance())
+            load_pretrained_backbone(
+                self,
+                self.init_cfg['checkpoint'],
+                prefix=self.init_cfg.get('prefix'),
+                map_location=self.init_cfg.get('map_location', 'cpu'),
+                logger=MMLogger.get_current_instance())
             self._is_init = True
         else:
             super().init_weights()
@@ -402,11 +446,10 @@ class MAViT(BaseModule):
         """``(B, in_channels, H, W)`` -> one ``(B, embed_dims[i], ceil(H / 2^(i+2)), ...)`` map
         per entry of ``out_indices`` (strides 4, 8, 16, 32)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f'MAViT expects (B, {self.in_channels}, H, W) images, got shape {tuple(x.shape)}. For '
-                f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
-                f'mean/std to as many values), or convert the images to {self.in_channels} channels '
-                f"(LoadImageFromFile color_type='color').")
+            raise ValueError(f'MAViT expects (B, {self.in_channels}, H, W) images, got shape {tuple(x.shape)}. For '
+                             f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
+                             f'mean/std to as many values), or convert the images to {self.in_channels} channels '
+                             f"(LoadImageFromFile color_type='color').")
         # channels-last on the fast path: LayerNorm2d's permutes become views, the attention's
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs
         if self.fast_path != 'off' and kernels_can_run(x):

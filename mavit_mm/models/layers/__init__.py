@@ -8,7 +8,6 @@ from .rotary import RotaryEmbedding2d
 from .softmax_attention import RoPESoftmaxAttention, rope_softmax_attention
 
 __all__ = [
-    'ATTENTIONS', 'ConvAttentionBase', 'ConvFFN', 'LayerNorm2d', 'MALAttention', 'MAViTBlock',
-    'RoPESoftmaxAttention', 'RotaryEmbedding2d', 'apply_rotary', 'mala_attention',
-    'rope_softmax_attention', 'rotate_pairs'
+    'ATTENTIONS', 'ConvAttentionBase', 'ConvFFN', 'LayerNorm2d', 'MALAttention', 'MAViTBlock', 'RoPESoftmaxAttention',
+    'RotaryEmbedding2d', 'apply_rotary', 'mala_attention', 'rope_softmax_attention', 'rotate_pairs'
 ]

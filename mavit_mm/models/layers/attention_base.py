@@ -25,7 +25,7 @@ class ConvAttentionBase(nn.Module):
         self.embed_dims = embed_dims
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.qkvo = nn.Conv2d(embed_dims, embed_dims * 4, 1)
         self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, 1, 2, groups=embed_dims)
         self.proj = nn.Conv2d(embed_dims, embed_dims, 1)

@@ -25,8 +25,8 @@ class LayerNorm2d(nn.Module):
         self.norm = nn.LayerNorm(num_channels, eps=eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.layer_norm(x.permute(0, 2, 3, 1), self.norm.normalized_shape, self.norm.weight,
-                         self.norm.bias, self.norm.eps)
+        x = F.layer_norm(
+            x.permute(0, 2, 3, 1), self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
         return x.permute(0, 3, 1, 2)
 
 
@@ -81,8 +81,13 @@ class MAViTBlock(nn.Module):
             Defaults to False.
     """
 
-    def __init__(self, embed_dims: int, num_heads: int, attn_type: str, mlp_ratio: float = 3.5,
-                 drop_path: float = 0.0, layer_scale_init_value: float = 1.0,
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 attn_type: str,
+                 mlp_ratio: float = 3.5,
+                 drop_path: float = 0.0,
+                 layer_scale_init_value: float = 1.0,
                  ffn_recompute: bool = False) -> None:
         super().__init__()
         if attn_type not in ATTENTIONS:
@@ -102,4 +107,3 @@ class MAViTBlock(nn.Module):
         x = x + self.pos(x)
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
         return x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))
-

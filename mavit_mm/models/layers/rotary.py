@@ -31,10 +31,9 @@ class RotaryEmbedding2d(nn.Module):
         super().__init__()
         head_dim = embed_dims // num_heads
         if embed_dims % num_heads or head_dim % 4:
-            raise ValueError(
-                f'RotaryEmbedding2d needs embed_dims ({embed_dims}) divisible by num_heads '
-                f'({num_heads}) and a head_dim divisible by 4, got head_dim={embed_dims / num_heads}')
-        freqs = 1.0 / (10000 ** torch.linspace(0, 1, head_dim // 4))
+            raise ValueError(f'RotaryEmbedding2d needs embed_dims ({embed_dims}) divisible by num_heads '
+                             f'({num_heads}) and a head_dim divisible by 4, got head_dim={embed_dims / num_heads}')
+        freqs = 1.0 / (10000**torch.linspace(0, 1, head_dim // 4))
         self.register_buffer('angle', freqs.repeat_interleave(2))
 
     def forward(self, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:

@@ -2,13 +2,12 @@
 import torch.nn.functional as F
 from torch import Tensor
 
+from mavit_mm.ops.rotary import apply_rotary
 from mavit_mm.registry import MODELS
 from .attention_base import ConvAttentionBase
-from mavit_mm.ops.rotary import apply_rotary
 
 
-def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor,
-                           scale: float) -> Tensor:
+def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor, scale: float) -> Tensor:
     """``softmax(s * rot(q) rot(k)^T) v`` per head through torch's fused SDPA kernels.
 
     Args:

@@ -76,7 +76,9 @@ def adapt_input_channels(state: Dict[str, Tensor], own: Dict[str, Tensor], log=p
     return state
 
 
-def load_pretrained_backbone(model: nn.Module, filename: str, prefix: Optional[str] = None,
+def load_pretrained_backbone(model: nn.Module,
+                             filename: str,
+                             prefix: Optional[str] = None,
                              map_location: str = 'cpu',
                              logger: Optional[logging.Logger] = None) -> Tuple[List[str], List[str]]:
     """Load MAViT weights from a checkpoint file or URL into ``model``.
@@ -107,21 +109,22 @@ def load_pretrained_backbone(model: nn.Module, filename: str, prefix: Optional[s
                          f'{list(state)[:5]}); expected names like "layers.0.blocks.0.attn.qkvo.weight"')
 
     state = adapt_input_channels(state, own, log)
-    mismatched = [(k, tuple(v.shape), tuple(own[k].shape))
-                  for k, v in state.items() if k in own and v.shape != own[k].shape]
+    mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                  if k in own and v.shape != own[k].shape]
     if mismatched:
         shown = '\n'.join(f'  {k}: checkpoint {a} vs model {b}' for k, a, b in mismatched[:8])
         arch_zoo = getattr(type(model), 'arch_zoo', {})
         guess = guess_arch_name(state, arch_zoo)
-        hint = (f"it looks like a MAViT-{guess} checkpoint: set arch='{guess}'" if guess else
-                f'its stage widths/depths are {describe_arch(state)}')
+        hint = (f"it looks like a MAViT-{guess} checkpoint: set arch='{guess}'"
+                if guess else f'its stage widths/depths are {describe_arch(state)}')
         raise ValueError(f'{filename} does not fit this model: {len(mismatched)} tensors differ in '
                          f'shape ({hint}).\n{shown}')
 
     missing, unexpected = model.load_state_dict(state, strict=False)
     log(f'Loaded {len(state) - len(unexpected)} MAViT tensors from {filename}')
     if ignored:
-        log(f'Ignored {len(ignored)} classification-head keys ({", ".join(sorted({k.split(".")[0] for k in ignored}))}.*)')
+        heads = ', '.join(sorted({k.split('.')[0] for k in ignored}))
+        log(f'Ignored {len(ignored)} classification-head keys ({heads}.*)')
     if missing:
         warn(f'Missing keys, left at their initialisation ({len(missing)}): {", ".join(missing)}')
     if unexpected:

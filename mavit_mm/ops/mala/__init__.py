@@ -84,15 +84,21 @@ def check_kernels(device: torch.device) -> bool:
         ok = False
         reason = f'{type(e).__name__}: {str(e)[:300]}'
     if not ok:
-        warnings.warn(f'MAViT: the Triton MALA kernels failed their self-check on {device} ({reason}); '
-                      "MALA runs in plain PyTorch there. Set fast_path='off' to silence this, and "
-                      'please report it with your torch / Triton versions.', RuntimeWarning)
+        warnings.warn(
+            f'MAViT: the Triton MALA kernels failed their self-check on {device} ({reason}); '
+            "MALA runs in plain PyTorch there. Set fast_path='off' to silence this, and "
+            'please report it with your torch / Triton versions.', RuntimeWarning)
     _KERNELS_OK[device] = ok
     return ok
 
 
-def mala(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor] = None, cos: Optional[Tensor] = None,
-         scale: Optional[float] = None, backend: str = 'auto') -> Tensor:
+def mala(q: Tensor,
+         k: Tensor,
+         v: Tensor,
+         sin: Optional[Tensor] = None,
+         cos: Optional[Tensor] = None,
+         scale: Optional[float] = None,
+         backend: str = 'auto') -> Tensor:
     """Magnitude-aware linear attention of every query over all keys.
 
     Args:
@@ -108,7 +114,7 @@ def mala(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor] = None, cos: Opt
     if backend not in BACKENDS:
         raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
     if scale is None:
-        scale = q.shape[-1] ** -0.5
+        scale = q.shape[-1]**-0.5
     if backend == 'triton' and not kernels_can_run(q):
         raise RuntimeError(f"backend='triton' needs Triton and a CUDA tensor (or TRITON_INTERPRET=1 on CPU); "
                            f"got a {q.device.type} tensor with Triton {'' if triton_available() else 'not '}"
@@ -119,5 +125,7 @@ def mala(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor] = None, cos: Opt
     return mala_attention(q, k, v, sin, cos, scale)
 
 
-__all__ = ['BACKENDS', 'EPS', 'check_kernels', 'kernels_can_run', 'kernels_usable', 'mala', 'mala_attention',
-           'mala_scores', 'phi', 'triton_available']
+__all__ = [
+    'BACKENDS', 'EPS', 'check_kernels', 'kernels_can_run', 'kernels_usable', 'mala', 'mala_attention', 'mala_scores',
+    'phi', 'triton_available'
+]

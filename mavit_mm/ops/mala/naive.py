@@ -29,7 +29,11 @@ def phi(x: Tensor) -> Tensor:
     return F.elu(x) + 1.0
 
 
-def mala_scores(pq: Tensor, pk: Tensor, rq: Tensor, rk: Tensor, scale: float,
+def mala_scores(pq: Tensor,
+                pk: Tensor,
+                rq: Tensor,
+                rk: Tensor,
+                scale: float,
                 allowed: Optional[Tensor] = None) -> Tensor:
     """MALA's explicit score matrix.
 
@@ -46,9 +50,9 @@ def mala_scores(pq: Tensor, pk: Tensor, rq: Tensor, rk: Tensor, scale: float,
     """
     if allowed is None:
         n = pk.shape[-2]
-        z = scale * (pq @ pk.mean(-2, keepdim=True).transpose(-1, -2))      # (..., Nq, 1)
+        z = scale * (pq @ pk.mean(-2, keepdim=True).transpose(-1, -2))  # (..., Nq, 1)
         return (1 + 1 / (z + EPS)) * scale * (rq @ rk.transpose(-1, -2)) / n - z / n
-    count = allowed.sum(-1, keepdim=True)                                   # keys each query sees
+    count = allowed.sum(-1, keepdim=True)  # keys each query sees
     z = scale * (pq * ((allowed @ pk) / count)).sum(-1, keepdim=True)
     return ((1 + 1 / (z + EPS)) * scale * (rq @ rk.transpose(-1, -2)) - z) * allowed / count
 
@@ -72,10 +76,10 @@ def mala_attention(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: 
     with torch.autocast(device_type=q.device.type, enabled=False):
         q, k, v = phi(q.to(acc_dtype)), phi(k.to(acc_dtype)), v.to(acc_dtype)
         n = q.shape[-2]
-        z = scale * (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1))   # (B, heads, N, 1)
+        z = scale * (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1))  # (B, heads, N, 1)
         if sin is not None:
             q = apply_rotary(q, sin, cos)
             k = apply_rotary(k, sin, cos)
-        kv = (k.transpose(-2, -1) @ v) * (scale / n)                        # (B, heads, d, d)
+        kv = (k.transpose(-2, -1) @ v) * (scale / n)  # (B, heads, d, d)
         out = (q @ kv) * (1.0 + 1.0 / (z + EPS)) - z * v.mean(dim=-2, keepdim=True)
     return out.to(out_dtype)

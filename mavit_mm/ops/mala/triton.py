@@ -50,8 +50,7 @@ def _phi(x):
 
 @triton.jit
 def _load_tile(base, offs_n, offs_d, stride_n, stride_d, mask):
-    return tl.load(base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d, mask=mask,
-                   other=0.0).to(tl.float32)
+    return tl.load(base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d, mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -92,15 +91,14 @@ def _store_partials(mat_ptr, vec_ptr, vec2_ptr, mat, vec, vec2, offs_d, D: tl.co
 @triton.jit
 def _load_reduced(mat_ptr, vec_ptr, vec2_ptr, bh, offs_d, D: tl.constexpr):
     """The summed ``(D, D)`` and two ``(D,)`` of one (batch, head)."""
-    return (tl.load(mat_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :]),
-            tl.load(vec_ptr + bh * D + offs_d), tl.load(vec2_ptr + bh * D + offs_d))
+    return (tl.load(mat_ptr + bh * D * D + offs_d[:, None] * D + offs_d[None, :]), tl.load(vec_ptr + bh * D + offs_d),
+            tl.load(vec2_ptr + bh * D + offs_d))
 
 
 @triton.jit
-def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, H, chunk,
-                     skb, skh, skn, skd, svb, svh, svn, svd,
-                     D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                   PREC: tl.constexpr):
+def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, H, chunk, skb, skh, skn, skd, svb, svh,
+                     svn, svd, D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                     PREC: tl.constexpr):
     """Partial sums over ``chunk`` tokens: ``R(k)^T v`` (D x D), ``sum phi(k)``, ``sum v``."""
     bh, b, h = _batch_head(H)
     s = tl.program_id(1)
@@ -129,9 +127,8 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
 
 
 @triton.jit
-def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N, H, scale,
-                    sqb, sqh, sqn, sqd, sob, soh, son, sod,
-                    D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N, H, scale, sqb, sqh, sqn, sqd, sob, soh,
+                    son, sod, D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
                     PREC: tl.constexpr, EPS: tl.constexpr):
     """``out = (1 + 1 / (z + eps)) R(q) kv - z vm`` for one block of queries."""
     bh, b, h = _batch_head(H)
@@ -149,16 +146,13 @@ def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N,
         rq = pq
     out = tl.dot(rq, kv, input_precision=PREC) * (1.0 + 1.0 / (z + EPS))[:, None] - z[:, None] * vm[None, :]
     o_base = out_ptr + b * sob + h * soh
-    tl.store(o_base + offs_n[:, None] * son + offs_d[None, :] * sod,
-             out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(o_base + offs_n[:, None] * son + offs_d[None, :] * sod, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq_ptr,
-                      dkv_ptr, dkm_ptr, dvm_ptr, N, H, chunk, scale,
-                      sqb, sqh, sqn, sqd, sgb, sgh, sgn, sgd, sdb, sdh, sdn, sdd,
-                      D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                      PREC: tl.constexpr, EPS: tl.constexpr):
+def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq_ptr, dkv_ptr, dkm_ptr, dvm_ptr, N, H,
+                      chunk, scale, sqb, sqh, sqn, sqd, sgb, sgh, sgn, sgd, sdb, sdh, sdn, sdd, D: tl.constexpr,
+                      HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr, EPS: tl.constexpr):
     """Writes ``dq``; partial sums of ``dL/dkv``, ``dL/dkm`` and ``dL/dvm`` over ``chunk`` queries."""
     bh, b, h = _batch_head(H)
     s = tl.program_id(1)
@@ -195,8 +189,7 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
             dpq = drq
         dpq += (dz * scale)[:, None] * km[None, :]
         dq = dpq * tl.where(q > 0, 1.0, pq)
-        tl.store(dq_base + offs_n[:, None] * sdn + offs_d[None, :] * sdd,
-                 dq.to(dq_ptr.dtype.element_ty), mask=mask)
+        tl.store(dq_base + offs_n[:, None] * sdn + offs_d[None, :] * sdd, dq.to(dq_ptr.dtype.element_ty), mask=mask)
         dkv += tl.dot(tl.trans(rq * a[:, None]), g, input_precision=PREC)
         dkm += tl.sum((dz * scale)[:, None] * pq, axis=0)
         dvm -= tl.sum(z[:, None] * g, axis=0)
@@ -204,12 +197,9 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
 
 
 @triton.jit
-def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk_ptr, dv_ptr,
-                   N, H, kv_scale,
-                   skb, skh, skn, skd, svb, svh, svn, svd,
-                   sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd,
-                   D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                   PREC: tl.constexpr):
+def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk_ptr, dv_ptr, N, H, kv_scale, skb, skh,
+                   skn, skd, svb, svh, svn, svd, sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd, D: tl.constexpr,
+                   HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr):
     """``dk`` and ``dv`` of one block of keys from the reduced ``dkv``, ``dkm / N``, ``dvm / N``."""
     bh, b, h = _batch_head(H)
     offs_n = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
@@ -231,10 +221,14 @@ def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk
         dpk = drk
     dk = (dpk + dkm[None, :]) * tl.where(k > 0, 1.0, pk)
     dv = kv_scale * tl.dot(rk, dkv, input_precision=PREC) + dvm[None, :]
-    tl.store(dk_ptr + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :] * sdkd,
-             dk.to(dk_ptr.dtype.element_ty), mask=mask)
-    tl.store(dv_ptr + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :] * sdvd,
-             dv.to(dv_ptr.dtype.element_ty), mask=mask)
+    tl.store(
+        dk_ptr + b * sdkb + h * sdkh + offs_n[:, None] * sdkn + offs_d[None, :] * sdkd,
+        dk.to(dk_ptr.dtype.element_ty),
+        mask=mask)
+    tl.store(
+        dv_ptr + b * sdvb + h * sdvh + offs_n[:, None] * sdvn + offs_d[None, :] * sdvd,
+        dv.to(dv_ptr.dtype.element_ty),
+        mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,26 +300,62 @@ def mala_forward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Op
 
     def reduce(block: int, stages: int) -> None:
         splits, chunk = _chunks(b * h, n, block)
-        sums[:] = [torch.empty(b * h, splits, dp, dp, **f32), torch.empty(b * h, splits, dp, **f32),
-                   torch.empty(b * h, splits, dp, **f32)]
-        _mala_fwd_reduce[(b * h, splits)](k, v, sin, cos, *sums, n, h, chunk, *k.stride(), *v.stride(),
-                                          D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, num_warps=4,
-                                          num_stages=stages)
+        sums[:] = [
+            torch.empty(b * h, splits, dp, dp, **f32),
+            torch.empty(b * h, splits, dp, **f32),
+            torch.empty(b * h, splits, dp, **f32)
+        ]
+        _mala_fwd_reduce[(b * h, splits)](
+            k,
+            v,
+            sin,
+            cos,
+            *sums,
+            n,
+            h,
+            chunk,
+            *k.stride(),
+            *v.stride(),
+            D=dp,
+            HD=d,
+            BLOCK=block,
+            ROPE=rope,
+            PREC=prec,
+            num_warps=4,
+            num_stages=stages)
 
     _launch('fwd_reduce', v, dp, reduce)
     kv = sums[0].sum(1).mul_(scale / n)
     km = sums[1].sum(1).div_(n)
     vm = sums[2].sum(1).div_(n)
     out = empty_like_heads(q, v.dtype)
-    _launch('fwd_apply', v, dp, lambda block, stages: _mala_fwd_apply[(b * h, triton.cdiv(n, block))](
-        q, sin, cos, kv, km, vm, out, n, h, scale, *q.stride(), *out.stride(),
-        D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, EPS=EPS, num_warps=4, num_stages=stages))
+    _launch(
+        'fwd_apply', v, dp, lambda block, stages: _mala_fwd_apply[(b * h, triton.cdiv(n, block))]
+        (q,
+         sin,
+         cos,
+         kv,
+         km,
+         vm,
+         out,
+         n,
+         h,
+         scale,
+         *q.stride(),
+         *out.stride(),
+         D=dp,
+         HD=d,
+         BLOCK=block,
+         ROPE=rope,
+         PREC=prec,
+         EPS=EPS,
+         num_warps=4,
+         num_stages=stages))
     return out, kv, km, vm
 
 
-def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
-                  kv: Tensor, km: Tensor, vm: Tensor, grad_out: Tensor,
-                  scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor], kv: Tensor, km: Tensor,
+                  vm: Tensor, grad_out: Tensor, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients ``(dq, dk, dv)`` of MALA's output, each in its input's dtype and layout."""
     b, h, n, d = q.shape
     dp = _tile_width(d)
@@ -337,12 +367,36 @@ def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: O
 
     def queries(block: int, stages: int) -> None:
         splits, chunk = _chunks(b * h, n, block)
-        sums[:] = [torch.empty(b * h, splits, dp, dp, **f32), torch.empty(b * h, splits, dp, **f32),
-                   torch.empty(b * h, splits, dp, **f32)]
+        sums[:] = [
+            torch.empty(b * h, splits, dp, dp, **f32),
+            torch.empty(b * h, splits, dp, **f32),
+            torch.empty(b * h, splits, dp, **f32)
+        ]
         _mala_bwd_queries[(b * h, splits)](
-            q, grad_out, sin, cos, kv, km, vm, dq, *sums, n, h, chunk, scale,
-            *q.stride(), *grad_out.stride(), *dq.stride(),
-            D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, EPS=EPS, num_warps=8, num_stages=stages)
+            q,
+            grad_out,
+            sin,
+            cos,
+            kv,
+            km,
+            vm,
+            dq,
+            *sums,
+            n,
+            h,
+            chunk,
+            scale,
+            *q.stride(),
+            *grad_out.stride(),
+            *dq.stride(),
+            D=dp,
+            HD=d,
+            BLOCK=block,
+            ROPE=rope,
+            PREC=prec,
+            EPS=EPS,
+            num_warps=8,
+            num_stages=stages)
 
     _launch('bwd_queries', v, dp, queries)
     dkv = sums[0].sum(1)
@@ -350,10 +404,31 @@ def mala_backward(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: O
     dvm = sums[2].sum(1).div_(n)
     dk = empty_like_heads(k)
     dv = empty_like_heads(v)
-    _launch('bwd_keys', v, dp, lambda block, stages: _mala_bwd_keys[(b * h, triton.cdiv(n, block))](
-        k, v, sin, cos, dkv, dkm, dvm, dk, dv, n, h, scale / n,
-        *k.stride(), *v.stride(), *dk.stride(), *dv.stride(),
-        D=dp, HD=d, BLOCK=block, ROPE=rope, PREC=prec, num_warps=8, num_stages=stages))
+    _launch(
+        'bwd_keys', v, dp, lambda block, stages: _mala_bwd_keys[(b * h, triton.cdiv(n, block))]
+        (k,
+         v,
+         sin,
+         cos,
+         dkv,
+         dkm,
+         dvm,
+         dk,
+         dv,
+         n,
+         h,
+         scale / n,
+         *k.stride(),
+         *v.stride(),
+         *dk.stride(),
+         *dv.stride(),
+         D=dp,
+         HD=d,
+         BLOCK=block,
+         ROPE=rope,
+         PREC=prec,
+         num_warps=8,
+         num_stages=stages))
     return dq, dk, dv
 
 
@@ -370,14 +445,14 @@ def _(q, k, v, sin, cos, scale):
     b, h, _, d = q.shape
     dp = _tile_width(d)
     f32 = dict(dtype=torch.float32, device=q.device)
-    return (empty_like_heads(q, v.dtype), q.new_empty(b * h, dp, dp, **f32), q.new_empty(b * h, dp, **f32),
-            q.new_empty(b * h, dp, **f32))
+    return (empty_like_heads(q, v.dtype), q.new_empty(b * h, dp, dp,
+                                                      **f32), q.new_empty(b * h, dp,
+                                                                          **f32), q.new_empty(b * h, dp, **f32))
 
 
 @torch.library.custom_op('mavit_mm::mala_bwd', mutates_args=())
-def _mala_bwd_op(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
-                 kv: Tensor, km: Tensor, vm: Tensor, grad_out: Tensor,
-                 scale: float) -> Tuple[Tensor, Tensor, Tensor]:
+def _mala_bwd_op(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor], kv: Tensor, km: Tensor,
+                 vm: Tensor, grad_out: Tensor, scale: float) -> Tuple[Tensor, Tensor, Tensor]:
     return mala_backward(q, k, v, sin, cos, kv, km, vm, grad_out, scale)
 
 
@@ -402,8 +477,8 @@ def _backward(ctx, grad_out, *_unused):
 _mala_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def mala_attention_triton(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor],
-                          cos: Optional[Tensor], scale: float) -> Tensor:
+def mala_attention_triton(q: Tensor, k: Tensor, v: Tensor, sin: Optional[Tensor], cos: Optional[Tensor],
+                          scale: float) -> Tensor:
     """MALA through the fused kernels; same arguments and result as :func:`.naive.mala_attention`
     (output in ``q``'s memory order)."""
     return _mala_fwd_op(q, k, v, sin, cos, float(scale))[0]

@@ -2,5 +2,4 @@
 from .attention import MALAMultiheadAttention, WindowMALA, windowed_mala
 from .backbones import MALASwinTransformer, MALAVisionTransformer
 
-__all__ = ['MALAMultiheadAttention', 'WindowMALA', 'windowed_mala', 'MALAVisionTransformer',
-           'MALASwinTransformer']
+__all__ = ['MALAMultiheadAttention', 'WindowMALA', 'windowed_mala', 'MALAVisionTransformer', 'MALASwinTransformer']

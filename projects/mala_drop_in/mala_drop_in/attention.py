@@ -34,7 +34,7 @@ def windowed_mala(q: Tensor, k: Tensor, v: Tensor, scale: float, mask: Optional[
         pq, pk, v = phi(q.float()), phi(k.float()), v.float()
         nw = mask.shape[0]
         # pairs that may attend share a region: MALA's sums restricted to the query's region
-        allowed = (mask > -1).float().repeat(q.shape[0] // nw, 1, 1).unsqueeze(1)   # (B*nW, 1, N, N)
+        allowed = (mask > -1).float().repeat(q.shape[0] // nw, 1, 1).unsqueeze(1)  # (B*nW, 1, N, N)
         out = mala_scores(pq, pk, pq, pk, scale, allowed) @ v
     return out.to(out_dtype)
 
@@ -53,11 +53,15 @@ class MALAMultiheadAttention(MultiheadAttention):
         module.scaled_dot_product_attention = module._mala
         return module
 
-    def _mala(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
+    def _mala(self,
+              q: Tensor,
+              k: Tensor,
+              v: Tensor,
+              attn_mask: Optional[Tensor] = None,
               dropout_p: float = 0.0) -> Tensor:
         if attn_mask is not None:
             raise NotImplementedError('MALAMultiheadAttention has no attention mask support')
-        return mala_attention(q, k, v, None, None, self.head_dims ** -0.5)
+        return mala_attention(q, k, v, None, None, self.head_dims**-0.5)
 
 
 class WindowMALA(WindowMSA):

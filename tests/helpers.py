@@ -76,7 +76,10 @@ def call_tool(path: str, *args: str) -> int:
     try:
         runpy.run_path(osp.join(ROOT, path), run_name='__main__')
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):  # sys.exit('message'): Python prints it to stderr and exits 1
+            print(e.code, file=sys.stderr)
+            return 1
+        return 0 if e.code is None else e.code
     finally:
         sys.argv = saved
     return 0

@@ -1,5 +1,5 @@
 """Every detection / segmentation config builds its model with the paper's parameter count and runs a
-forward; the toy configs build. (ImageNet configs: tests/test_classification.py.)"""
+forward; the toy configs build. (ImageNet configs: tests/test_models/test_classification.py.)"""
 import glob
 import os.path as osp
 
@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mavit_mm.utils.config_tools import build_model
-from helpers import ROOT  # noqa: E402
+from helpers import ROOT
 
 DENSE_FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet')
 PAPER_CONFIGS = sorted(f for d in DENSE_FOLDERS for f in glob.glob(osp.join(ROOT, 'configs', d, '*.py')))

@@ -12,7 +12,7 @@ from mmengine.config import Config
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm.utils.backbone_swap import render_config, swap_backbone
 from mavit_mm.utils.config_tools import build_model, load_config
-from helpers import ROOT  # noqa: E402
+from helpers import ROOT
 from reference import region_mala
 from test_configs import tensor_forward
 

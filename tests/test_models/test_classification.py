@@ -13,7 +13,7 @@ from mmengine.runner import load_checkpoint
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm import MAViT
 from mavit_mm.utils.config_tools import build_model
-from helpers import ROOT, randomize_, run_tool  # noqa: E402
+from helpers import ROOT, randomize_, run_tool
 from reference import reference_cls_logits
 
 PAPER = {'t': 16, 's': 27, 'b': 50, 'l': 98}  # Table 2, M

@@ -14,7 +14,7 @@ from mavit_mm.analysis.complexity import PAPER_SHAPES, full_flops, model_complex
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.ops.mala.naive import mala_attention
 from mavit_mm.utils.config_tools import build_model
-from helpers import ROOT, call_tool, run_tool  # noqa: E402
+from helpers import ROOT, call_tool, run_tool
 
 T_CONFIGS = [n for n in PAPER_ROWS if 'mavit-t_' in n]
 

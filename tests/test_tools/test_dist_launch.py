@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mavit_mm.toy_data import make_toy_dataset
-from helpers import ROOT  # noqa: E402
+from helpers import ROOT
 
 ITERS = 3
 # fp32 rounding of a 2-way all-reduce vs one batch, over ITERS SGD steps, relative to each tensor's norm

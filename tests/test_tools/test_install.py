@@ -13,7 +13,7 @@ import venv
 
 import pytest
 
-from helpers import ROOT  # noqa: E402
+from helpers import ROOT
 
 MMCV_SHA256 = 'd387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f'
 PINNED = {'mmengine': '0.10.7', 'mmdet': '3.3.0', 'mmsegmentation': '1.2.2', 'mmpretrain': '1.2.0'}

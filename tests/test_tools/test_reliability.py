@@ -19,12 +19,12 @@ from mmengine.fileio import get_file_backend
 from mavit_mm import MAViT
 from mavit_mm.utils.config_tools import check_custom_imports, use_atomic_checkpoints
 from mavit_mm.utils.fileio import AtomicLocalBackend, atomic_write
-from helpers import ROOT  # noqa: E402
-from helpers import randomize_
+from helpers import ROOT, randomize_
 
 CUDA = torch.cuda.is_available()
-# the archs the CUDA tests sweep (all by default; a GPU host short of time may pass e.g. 't')
-GPU_ARCHS = list(os.environ.get('MAVIT_GPU_TEST_ARCHS', 'tsbl'))
+# the archs the CUDA tests sweep: tiny by default, all four with --gpu-full (or MAVIT_GPU_TEST_ARCHS=tsbl)
+_ARCHS_ENV = os.environ.get('MAVIT_GPU_TEST_ARCHS', '')
+GPU_ARCHS = ['t'] + [a if a in _ARCHS_ENV else pytest.param(a, marks=pytest.mark.gpu_full) for a in 'sbl']
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -8,7 +8,7 @@ import torch
 
 from mavit_mm.analysis.attention_scores import block_scores, scaled_query_scores, top_bottom_ratio
 from mavit_mm.models.layers import MALAttention, RoPESoftmaxAttention, RotaryEmbedding2d
-from helpers import ROOT  # noqa: E402
+from helpers import ROOT
 
 
 @pytest.mark.parametrize('seed', range(5))

@@ -1,9 +1,12 @@
 """Put a MAViT backbone into any mmdet / mmseg config: the logic behind ``tools/misc/swap_backbone.py``.
 
-The stock backbone is built once (no weights) and run on a small image to learn the channels of
-each stage it outputs. Every ``in_channels`` (and DeepLabV3+'s ``c1_in_channels``) of the modules that
-read the backbone directly (the neck if there is one, else the heads) is then mapped value by value:
-a stock stage width becomes MAViT's width of the same stage. Modules behind a neck (RPN, RoI heads,
+The stock backbone is built once (no weights) and run on a small image to learn the stride and channels
+of each map it outputs; MAViT's stage for each is the one of the same stride, so the stock numbering
+(ResNet's, CSPDarknet's stem-inclusive one, HRNet's branches) does not matter. The data preprocessor gets
+the normalisation of MAViT's checkpoints where the stock one differs (caffe-style BGR configs). Every
+``in_channels`` (and DeepLabV3+'s ``c1_in_channels``) of the modules that read the backbone directly (the
+neck if there is one, else the heads) is then mapped value by value: a stock output's width becomes the
+width of MAViT's stage of the same stride. Modules behind a neck (RPN, RoI heads,
 decode heads after an FPN) keep theirs.
 """
 import copy
@@ -23,9 +26,16 @@ CHANNEL_KEYS = ('in_channels', 'c1_in_channels')
 HEAD_KEYS = ('decode_head', 'auxiliary_head', 'panoptic_head', 'bbox_head', 'mask_head')
 NO_DECAY_KEYS = {'norm': dict(decay_mult=0.0), 'gamma_': dict(decay_mult=0.0)}
 
+# MAViT's stages by output stride
+MAVIT_STRIDES = {4: 0, 8: 1, 16: 2, 32: 3}
+# the normalisation of MAViT's ImageNet checkpoints (RGB, ImageNet mean / std on 0-255 pixels)
+MAVIT_PREPROCESS = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+PROBE_SIZE = 256
 
-def stock_stage_channels(cfg: Config) -> Tuple[Tuple[int, ...], Dict[int, int]]:
-    """``(out_indices, {stage: channels})`` of the config's own backbone, measured by a forward."""
+
+def stock_outputs(cfg: Config) -> List[Tuple[int, int]]:
+    """``[(stride, channels)]`` of each map the config's own backbone outputs, in order, measured by a
+    forward of a ``PROBE_SIZE`` image (or the backbone's own ``img_size``)."""
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
     backbone_cfg.pop('init_cfg', None)
     backbone_cfg.pop('pretrained', None)
@@ -33,17 +43,54 @@ def stock_stage_channels(cfg: Config) -> Tuple[Tuple[int, ...], Dict[int, int]]:
     with DefaultScope.overwrite_default_scope(scope):
         backbone = importlib.import_module(f'{scope}.registry').MODELS.build(backbone_cfg)
         backbone.eval()  # (not chained: some OpenMMLab backbones' train() returns None)
-        size = backbone_cfg.get('img_size', 224)
+        size = backbone_cfg.get('img_size', PROBE_SIZE)
         size = size if isinstance(size, int) else size[0]
         with torch.no_grad():
             outs = backbone(torch.zeros(1, backbone_cfg.get('in_channels', 3), size, size))
-    outs = [o for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
-    out_indices = backbone_cfg.get('out_indices', tuple(range(len(outs))))
-    out_indices = (out_indices, ) if isinstance(out_indices, int) else tuple(out_indices)
-    if len(out_indices) != len(outs):
-        raise ValueError(f'the stock backbone {backbone_cfg.type} gave {len(outs)} outputs for out_indices '
-                         f'{out_indices}; set --out-indices by hand')
-    return out_indices, {int(i) % 4: int(o.shape[1]) for i, o in zip(out_indices, outs)}
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    if not all(isinstance(o, torch.Tensor) and o.dim() == 4 for o in outs):
+        raise ValueError(f'the stock backbone {backbone_cfg.type} does not output (B, C, H, W) maps: there is '
+                         'nothing to map MAViT stages to; edit the config by hand')
+    return [(size // int(o.shape[-1]), int(o.shape[1])) for o in outs]
+
+
+def mavit_indices(strides: Sequence[int], backbone_cfg: Dict[str, Any]) -> Tuple[int, ...]:
+    """MAViT's stage for each stock output, by output stride (whatever the stock backbone's numbering),
+    or a ``ValueError`` that says why there is none.
+
+    A dilated backbone (ResNet-D8's strides 4, 8, 8, 8) maps stage for stage, by its ``out_indices``: MAViT
+    has no dilation, so its heads then read strides 4-32 (as the release's segmentation configs do).
+    """
+    kind = backbone_cfg.get('type')
+    if len(set(strides)) == 1 and len(strides) > 1:
+        raise ValueError(f'the stock backbone {kind} outputs all its maps at stride {strides[0]}: a single-scale '
+                         "(ViT-style) backbone has no stride pyramid to map MAViT's stages to; start from a "
+                         'multi-scale config of the same model, or set --out-indices and the neck by hand')
+    if len(set(strides)) != len(strides):
+        stock = backbone_cfg.get('out_indices', tuple(range(len(strides))))
+        stock = (stock, ) if isinstance(stock, int) else tuple(stock)
+        if sorted(strides) == list(strides) and all(0 <= i < 4 for i in stock) and len(stock) == len(strides):
+            return stock  # dilated: stage for stage
+        raise ValueError(f'the stock backbone {kind} outputs maps at strides {list(strides)}: not one map per '
+                         'stride; set --out-indices and the neck by hand')
+    unknown = [s for s in strides if s not in MAVIT_STRIDES]
+    if unknown:
+        raise ValueError(f'the stock backbone {kind} outputs maps at stride(s) {unknown}; MAViT has stages at '
+                         f'strides {sorted(MAVIT_STRIDES)} only: drop those levels from the config (or let the '
+                         'neck make them, as FPN does with add_extra_convs)')
+    return tuple(MAVIT_STRIDES[s] for s in strides)
+
+
+def needs_mavit_preprocess(stock: Dict[str, Any]) -> bool:
+    """Whether the stock data preprocessor normalises differently from MAViT's checkpoints."""
+    for key, value in MAVIT_PREPROCESS.items():
+        got = stock.get(key)
+        if isinstance(value, list):
+            if got is None or [float(v) for v in got] != value:
+                return True
+        elif bool(got) != value:
+            return True
+    return False
 
 
 def _map_channels(value: Any, by_channels: Dict[int, int], where: str) -> Any:
@@ -80,15 +127,19 @@ def swap_backbone(cfg: Config,
         ``_delete_``, the readers' channels), ``optim_wrapper`` and ``custom_imports``.
     """
     widths = MAViT._parse_arch(arch)['embed_dims']
-    stock_indices, stock_channels = stock_stage_channels(cfg)
-    indices = tuple(out_indices) if out_indices is not None else stock_indices
-    if len(indices) != len(stock_indices):
-        raise ValueError(f'--out-indices {indices} must have as many entries as the stock backbone\'s '
-                         f'{stock_indices}')
-    # stock channels -> MAViT channels, stage for stage (by position in out_indices)
-    by_channels = {stock_channels[s % 4]: widths[m % 4] for s, m in zip(stock_indices, indices)}
-    if len(by_channels) != len(stock_indices):
-        raise ValueError(f'two stock stages share a width ({stock_channels}): map in_channels by hand')
+    outputs = stock_outputs(cfg)
+    strides, stock_channels = [s for s, _ in outputs], [c for _, c in outputs]
+    if out_indices is not None:
+        indices = tuple(out_indices)
+        if len(indices) != len(outputs):
+            raise ValueError(f'--out-indices {indices} must have one entry per stock backbone output '
+                             f'({len(outputs)}: strides {strides})')
+    else:
+        indices = mavit_indices(strides, cfg.model.backbone)
+    # stock channels -> MAViT channels, output for output
+    by_channels = {c: widths[m % 4] for c, m in zip(stock_channels, indices)}
+    if len(by_channels) != len(outputs):
+        raise ValueError(f'two stock outputs share a width ({stock_channels}): map in_channels by hand')
 
     model: Dict[str, Any] = dict(
         backbone=dict(
@@ -100,6 +151,8 @@ def swap_backbone(cfg: Config,
             init_cfg=dict(type='Pretrained', checkpoint=checkpoint or f'checkpoints/mavit-{arch[0]}_in1k.pth')))
     if cfg.model.get('pretrained'):  # mmseg passes model.pretrained on to the backbone
         model['pretrained'] = None
+    if needs_mavit_preprocess(cfg.model.get('data_preprocessor') or {}):
+        model['data_preprocessor'] = dict(MAVIT_PREPROCESS)  # e.g. caffe-style BGR configs
     changed = []
     for name, part in _readers(cfg.model):
         override = {}

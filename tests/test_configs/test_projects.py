@@ -32,6 +32,8 @@ STOCK = [  # a dozen families: necks (FPN, ChannelMapper, DilatedEncoder), neck-
     'mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py',
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     'mmseg::ocrnet/ocrnet_hr18_4xb4-80k_ade20k-512x512.py',
+    'mmdet::yolox/yolox_s_8xb8-300e_coco.py',  # CSPDarknet counts its stem: out_indices (2, 3, 4) = strides 8-32
+    'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
 ]
 
 
@@ -66,6 +68,22 @@ def test_swapped_stock_config_builds_and_runs(stock, tmp_path):
             if isinstance(t, torch.Tensor)
         ]
     assert flat and all(torch.isfinite(t).all() for t in flat if t.is_floating_point())
+
+
+def test_swap_maps_by_stride_and_fixes_the_normalisation():
+    yolox = swap_backbone(load_config('mmdet::yolox/yolox_s_8xb8-300e_coco.py'), 'tiny')
+    assert yolox['model']['backbone']['out_indices'] == (1, 2, 3)
+    assert yolox['model']['neck']['in_channels'] == [128, 256, 512]
+    # YOLOX feeds raw BGR pixels, the caffe ResNet BGR with caffe means: MAViT's checkpoints want ImageNet RGB
+    for stock in ('mmdet::yolox/yolox_s_8xb8-300e_coco.py', 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'):
+        pre = swap_backbone(load_config(stock), 'tiny')['model']['data_preprocessor']
+        assert pre == dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], bgr_to_rgb=True)
+    assert 'data_preprocessor' not in swap_backbone(load_config(STOCK[0]), 'tiny')['model']
+
+
+def test_swap_refuses_a_backbone_without_a_stride_pyramid():
+    with pytest.raises(ValueError, match='outputs all its maps at stride 16: a single-scale'):
+        swap_backbone(load_config('mmseg::vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py'), 'tiny')
 
 
 def test_swap_keeps_what_reads_the_neck():

@@ -176,24 +176,17 @@ def test_deprecated_backbone_argument_installs_the_engine_wrapper():
         MAViT(arch='t', cuda_graphs='always')
 
 
-def test_hook_graphs_the_named_submodule_of_the_runner_model():
+def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):
+    """CUDAGraphHook in mmengine's Runner: the backbone's forward is the graphed one when training starts
+    (on CPU it runs the plain forward, so the 6 iterations train as without it); a wrong module path and a
+    wrong mode are refused with messages."""
     from mmengine.registry import HOOKS
-    from torch import nn
-
-    class Detector(nn.Module):
-
-        def __init__(self):
-            super().__init__()
-            self.backbone = MAViT(
-                arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), attn_types='mala', out_indices=(0, 1))
-
-    class FakeRunner:  # the one attribute the hook reads
-        model = Detector()
-
-    hook = HOOKS.build(dict(type='CUDAGraphHook', module='backbone', mode='train'))
-    hook.before_run(FakeRunner)
-    assert cuda_graphs_mode(FakeRunner.model.backbone) == 'train'
+    from test_runner_checkpoint import make_runner
+    runner = make_runner(tmp_path / 'ok', custom_hooks=[dict(type='CUDAGraphHook', module='backbone', mode='train')])
+    runner.train()
+    assert cuda_graphs_mode(runner.model.backbone) == 'train' and runner.iter == 6
+    bad = make_runner(tmp_path / 'bad', custom_hooks=[dict(type='CUDAGraphHook', module='neck')])
     with pytest.raises(ValueError, match="has no submodule 'neck'"):
-        HOOKS.build(dict(type='CUDAGraphHook', module='neck')).before_run(FakeRunner)
+        bad.train()
     with pytest.raises(ValueError, match='mode must be one of'):
         HOOKS.build(dict(type='CUDAGraphHook', mode='infer'))

@@ -112,9 +112,10 @@ def test_naive_scores_equal_the_scores_written_out_per_query(regions):
 
 
 def test_op_backends_and_their_errors():
-    q, k, v = torch.randn(3, 1, 2, 10, 8)
-    torch.testing.assert_close(mala(q, k, v, backend='naive'), mala_attention(q, k, v, None, None, 8**-0.5))
-    torch.testing.assert_close(mala(q, k, v), mala(q, k, v, backend='naive'), rtol=1e-5, atol=1e-6)
+    q, k, v = torch.randn(3, 1, 2, 10, 8, dtype=torch.float64)
+    # the op's defaults (no rotation, scale head_dim ** -0.5, 'auto') against Eq. 13 written out
+    explicit = mala_scores(phi(q), phi(k), phi(q), phi(k), 8**-0.5) @ v
+    torch.testing.assert_close(mala(q, k, v), explicit, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="backend must be one of \\('auto', 'naive', 'triton'\\)"):
         mala(q, k, v, backend='cuda')
     from mavit_mm.ops.mala import kernels_can_run

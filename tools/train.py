@@ -1,6 +1,7 @@
 """Train a model from an mmdet, mmseg or mmpretrain config; the config's default_scope decides.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--fast-train]
+                                 [--cuda-graphs MODE] [--auto-scale-lr]
                                  [--data-root DIR] [--cfg-options k=v ...] [--launcher pytorch|slurm]
 """
 import argparse
@@ -23,6 +24,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from mavit_mm.engine.fast_train import apply_fast_train
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
 from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, set_data_root,
                                          train_in_fp32, use_atomic_checkpoints)
@@ -44,6 +46,11 @@ def parse_args() -> argparse.Namespace:
         '--cuda-graphs',
         choices=['eval', 'train', 'all'],
         help='replay the backbone from CUDA graphs (CUDAGraphHook): train for fixed-size crops')
+    parser.add_argument(
+        '--fast-train',
+        action='store_true',
+        help='merged param groups + fused optimizer, pinned memory, on-device RoI sampling and mask targets '
+        '(mavit_mm.engine.fast_train; same losses)')
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -78,6 +85,9 @@ def main() -> None:
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.cuda_graphs:
         add_cuda_graph_hook(cfg, args.cuda_graphs)
+    if args.fast_train:
+        for change in apply_fast_train(cfg):
+            print_log(f'--fast-train: {change}', logger='current')
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

@@ -1,5 +1,10 @@
 """Training-loop parts for mmengine's Runner that the stack lacks (registered in mmengine's root registries)."""
 from .cuda_graphs import CUDAGraphHook, disable_cuda_graphs, enable_cuda_graphs
+from .fast_train import apply_fast_train
+from .optim_constructor import GroupedOptimWrapperConstructor
 from .schedulers import EpochWarmupCosineLR
 
-__all__ = ['CUDAGraphHook', 'EpochWarmupCosineLR', 'disable_cuda_graphs', 'enable_cuda_graphs']
+__all__ = [
+    'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor', 'apply_fast_train', 'disable_cuda_graphs',
+    'enable_cuda_graphs'
+]

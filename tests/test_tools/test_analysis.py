@@ -126,6 +126,23 @@ def test_benchmark_train_iter_runs_on_cpu(tmp_path):
     assert all(r['median_ms'] > 0 and r['repeats'] == 2 for r in rows)
 
 
+def test_benchmark_train_iter_fast_train_and_profile(tmp_path, capsys):
+    """``--fast-train both``: plain and fast rows per config; ``--profile``: where the host time goes."""
+    out_json = tmp_path / 'iter.json'
+    assert call_tool(BENCHMARK, 'train-iter', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', '--device', 'cpu',
+                     '--shape', '64', '64', '--batch-size', '1', '--warmup', '0', '--repeats', '1', '--fast-train',
+                     'both', '--profile', '1', '--out', str(out_json)) == 0
+    rows = json.loads(out_json.read_text())['rows']
+    assert [(r['config'], r['fast_train']) for r in rows] == [('mask-rcnn_mavit-t_fpn_1x_coco', False),
+                                                              ('mask-rcnn_mavit-t_fpn_1x_coco [fast-train]', True)]
+    for r in rows:
+        ops = r['profile']['top_host_ops']
+        assert ops and all(name.startswith('aten::') and ms >= 0 for name, ms, _ in ops)
+        assert [ms for _, ms, _ in ops] == sorted((ms for _, ms, _ in ops), reverse=True)
+        assert any('conv' in name for name, _, _ in ops)  # convolutions dominate a detector's CPU step
+    assert 'top host ops: aten::' in capsys.readouterr().out
+
+
 def test_benchmark_backbone_runs_on_cpu(tmp_path):
     """Each mode and a torchvision peer on the same inputs; ratios against the same arch's plain run;
     with_cp (here ffn + stem) only in training steps; the sweep has all three attention kinds."""

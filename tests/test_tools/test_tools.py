@@ -101,8 +101,14 @@ def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
 def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path):
     config = toy_variant(framework, toy_root, str(tmp_path))
     work_dir = tmp_path / 'work'
-    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir))
+    # --fast-train here (the launch tests run the plain path): the flag's drop-ins in a real Runner
+    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--fast-train')
     assert out.returncode == 0, out.stderr[-3000:]
+    log = (out.stdout + out.stderr)
+    assert '--fast-train: optim_wrapper.constructor = GroupedOptimWrapperConstructor' in log
+    assert 'param groups merged into' in log
+    if framework in ('mask_rcnn', 'cascade_rcnn'):
+        assert '-> DeviceRandomSampler / DeviceFCNMaskHead' in log
     scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     losses = [s['loss'] for s in scalars if 'loss' in s]
     assert len(losses) == 2 and all(v == v and abs(v) < 1e4 for v in losses)  # finite

@@ -5,6 +5,11 @@ config alike: ``fp16`` / ``bf16`` an ``AmpOptimWrapper`` as ``tools/train.py --a
 ``fp32`` a plain ``OptimWrapper``), random backbone weights, SyncBN as BN, on a fixed synthetic batch
 (``--batch-size`` images of ``--shape``; detectors: 10 boxes with masks each, mmdet's ``demo_mm_inputs``;
 segmentors: random label maps): ``model.train_step`` as the Runner calls it.
+
+``--fast-train on`` measures each config through :func:`mavit_mm.engine.apply_fast_train` (what
+``tools/train.py --fast-train`` does), ``both`` plain and fast in the same run. ``--profile N`` adds, per
+config, a ``torch.profiler`` summary of N more steps: GPU-busy time, kernel launches, synchronisations,
+host-to-device copies and the top host-side operators.
 """
 import argparse
 import contextlib
@@ -13,21 +18,31 @@ from typing import List
 
 import torch
 
-from ..benchmarking import environment, measure
-from . import add_common_arguments, check_device, no_tf32, print_env
+from ..benchmarking import environment, measure, profile_steps
+from . import add_common_arguments, check_device, no_tf32, non_negative_int, print_env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('configs', nargs='+')
     add_common_arguments(parser, shape=(800, 1344), batch_size=2, precision=None)
+    parser.add_argument(
+        '--fast-train',
+        choices=['off', 'on', 'both'],
+        default='off',
+        help='measure through tools/train.py --fast-train\'s changes; both: plain and fast (default: off)')
+    parser.add_argument(
+        '--profile', type=non_negative_int, default=0, metavar='N', help='profile N more steps per config (0: none)')
 
 
-def _prepare(config: str, precision, device: torch.device):
+def _prepare(config: str, precision, device: torch.device, fast: bool = False):
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
 
     from mavit_mm.utils.config_tools import build_model, load_model_config
     cfg = load_model_config(config)
+    if fast:
+        from mavit_mm.engine.fast_train import apply_fast_train
+        apply_fast_train(cfg, cuda=device.type == 'cuda')
     backbone = cfg.model.get('backbone', {})
     if backbone.get('norm_cfg', {}).get('type') == 'SyncBN':
         backbone.norm_cfg = dict(backbone.norm_cfg, type='BN')
@@ -73,8 +88,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     env = environment()
     print_env(env)
     rows: List[dict] = []
-    for config in args.configs:
-        cfg, model, optim_wrapper = _prepare(config, args.precision, device)
+    modes = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
+    for config, fast in [(c, f) for c in args.configs for f in modes]:
+        cfg, model, optim_wrapper = _prepare(config, args.precision, device, fast)
         packed = synthetic_batch(cfg.default_scope, args.batch_size, args.shape)
         exact = no_tf32() if args.precision == 'fp32' else contextlib.nullcontext()
         with DefaultScope.overwrite_default_scope(cfg.default_scope), exact:
@@ -83,8 +99,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
                 return model.train_step(packed, optim_wrapper)
 
             r = measure(step, device, args.warmup, args.repeats)
+            if args.profile:
+                r['profile'] = profile_steps(step, device, args.profile)
         r.update(
-            config=osp.splitext(osp.basename(config))[0],
+            config=osp.splitext(osp.basename(config))[0] + (' [fast-train]' if fast else ''),
+            fast_train=fast,
             batch_size=args.batch_size,
             shape=list(args.shape),
             precision=args.precision or 'config')
@@ -93,7 +112,18 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
             f'{r["config"]:55s} {r["median_ms"]:8.1f} ms/iter' +
             (f'  peak {r["peak_mem_mib"]:.0f} MiB' if 'peak_mem_mib' in r else ''),
             flush=True)
+        if 'profile' in r:
+            print_profile(r['profile'])
         del model, optim_wrapper
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return dict(env=env, rows=rows)
+
+
+def print_profile(p: dict) -> None:
+    """The profile summary under a config's line."""
+    if 'gpu_busy_ms' in p:
+        print(f'    GPU busy {p["gpu_busy_ms"]:.1f} of {p["wall_ms"]:.1f} ms ({100 * p["gpu_busy_frac"]:.0f} %), '
+              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs, '
+              f'{p["h2d_copies"]:.0f} H2D copies ({p["h2d_ms"]:.1f} ms)')
+    print('    top host ops: ' + ', '.join(f'{name} {ms:.1f} ms' for name, ms, _ in p['top_host_ops'][:5]))

@@ -43,11 +43,16 @@ def kernels_can_run(x: Tensor) -> bool:
     return _TRITON and (x.is_cuda or (_INTERPRET and x.device.type == 'cpu'))
 
 
+# the kernels accumulate in fp32: float64 inputs keep the naive form's float64 arithmetic
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
 def kernels_usable(q: Tensor) -> bool:
     """Whether the fused kernels take ``q`` ``(B, heads, N, head_dim)``: a device they run on, an
-    even head_dim (rotation pairs) of at most 128, and kernels that passed :func:`check_kernels`
-    there (inside a ``torch.compile`` trace: only if already checked)."""
-    if not (kernels_can_run(q) and q.dim() == 4 and q.shape[-1] % 2 == 0 and q.shape[-1] <= 128):
+    fp32 / fp16 / bf16 dtype, an even head_dim (rotation pairs) of at most 128, and kernels that
+    passed :func:`check_kernels` there (inside a ``torch.compile`` trace: only if already checked)."""
+    if not (kernels_can_run(q) and q.dtype in _KERNEL_DTYPES and q.dim() == 4 and q.shape[-1] % 2 == 0
+            and q.shape[-1] <= 128):
         return False
     if torch.compiler.is_compiling():
         return _KERNELS_OK.get(q.device, False)

@@ -1,0 +1,218 @@
+"""The fast training path (``tools/train.py --fast-train``) against the stock components it replaces:
+merged param groups update every parameter as one group per parameter does, the on-device sampler and
+mask targets give the stock results, and whole detector training steps give the plain config's losses."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from mavit_mm.engine.fast_train import apply_fast_train, replace_types
+from mavit_mm.engine.optim_constructor import merge_param_groups
+from helpers import ROOT
+
+CUDA = torch.cuda.is_available()
+MASK_RCNN = f'{ROOT}/configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py'
+CASCADE = f'{ROOT}/configs/cascade_rcnn/cascade-mask-rcnn_mavit-s_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
+UPERNET = f'{ROOT}/configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py'
+
+
+class Tiny(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3)
+        self.norm = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, groups=8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.dw(self.norm(self.stem(x))).mean((2, 3)))
+
+
+def _wrapper(model, constructor, **optimizer):
+    cfg = dict(
+        constructor=constructor,
+        optimizer=dict(type='AdamW', lr=1e-2, weight_decay=0.05, **optimizer),
+        paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.5, custom_keys={'head': dict(lr_mult=0.1)}))
+    return build_optim_wrapper(model, cfg)
+
+
+def test_merge_param_groups_keeps_order_and_settings():
+    p = [nn.Parameter(torch.zeros(1)) for _ in range(5)]
+    groups = [
+        dict(params=[p[0]], lr=1.0),
+        dict(params=[p[1]], lr=1.0, weight_decay=0.0),
+        dict(params=[p[2]], lr=1.0),
+        dict(params=[p[3]], weight_decay=0.0, lr=1.0),
+        dict(params=[p[4]], lr=0.1)
+    ]
+    merged = merge_param_groups(groups)
+    assert [len(g['params']) for g in merged] == [2, 2, 1]
+    assert merged[0]['params'][0] is p[0] and merged[0]['params'][1] is p[2]
+    assert merged[1] == dict(params=[p[1], p[3]], lr=1.0, weight_decay=0.0)
+    assert merged[2]['lr'] == 0.1
+
+
+def test_grouped_constructor_updates_every_parameter_as_the_default_one():
+    torch.manual_seed(0)
+    ref_model = Tiny()
+    model = copy.deepcopy(ref_model)
+    ref = _wrapper(ref_model, 'DefaultOptimWrapperConstructor')
+    ours = _wrapper(model, 'GroupedOptimWrapperConstructor')
+    assert len(ref.optimizer.param_groups) == 8  # one per parameter
+    # stem/dw weights, biases (decay 0.025), norm (decay 0), head weight and bias (lr 1e-3; decay as custom)
+    assert len(ours.optimizer.param_groups) == 4
+    assert not any(g.get('fused') for g in ours.optimizer.param_groups)  # CPU: no fused kernels asked for
+    x = torch.randn(4, 3, 9, 9)
+    initial = copy.deepcopy(ref_model.state_dict())
+    for _ in range(3):
+        for m, w in ((ref_model, ref), (model, ours)):
+            w.update_params(m(x).square().mean())
+    for (name, a), b in zip(ref_model.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7, msg=name)
+        assert not torch.equal(a, initial[name]), name  # every parameter was updated
+
+
+@pytest.mark.skipif(not CUDA, reason='fused optimizers run on CUDA tensors')
+def test_grouped_constructor_fuses_on_cuda_unless_the_config_says_otherwise():
+    model = Tiny().cuda()
+    assert all(g['fused'] for g in _wrapper(model, 'GroupedOptimWrapperConstructor').optimizer.param_groups)
+    kept = _wrapper(model, 'GroupedOptimWrapperConstructor', foreach=True).optimizer.param_groups
+    assert all(g['foreach'] and not g.get('fused') for g in kept)
+
+
+def test_replace_types_walks_nested_configs():
+    node = dict(a=dict(type='mmdet.RandomSampler'), b=[dict(type='RandomSampler'), dict(type='Other')])
+    assert replace_types(node, {'RandomSampler': 'DeviceRandomSampler'}) == 2
+    assert node['a']['type'] == 'mmdet.DeviceRandomSampler' and node['b'][0]['type'] == 'DeviceRandomSampler'
+
+
+def _types(node):
+    if isinstance(node, dict):
+        yield from ([node['type']] if isinstance(node.get('type'), str) else [])
+        for v in node.values():
+            yield from _types(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _types(v)
+
+
+@pytest.mark.parametrize('config', [MASK_RCNN, CASCADE])
+def test_apply_fast_train_on_detectors(config):
+    cfg = Config.fromfile(config)
+    changes = apply_fast_train(cfg, cuda=True)
+    types = list(_types(cfg.model))
+    assert 'RandomSampler' not in types and 'FCNMaskHead' not in types
+    assert types.count('DeviceRandomSampler') == (2 if config == MASK_RCNN else 4)  # RPN + each RCNN stage
+    assert cfg.optim_wrapper.constructor == 'GroupedOptimWrapperConstructor'
+    assert cfg.train_dataloader.pin_memory and cfg.train_dataloader.persistent_workers
+    assert cfg.model.data_preprocessor.non_blocking
+    assert 'mavit_mm.models.det' in cfg.custom_imports.imports
+    assert any('DeviceRandomSampler' in c for c in changes)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        from mmdet.registry import MODELS
+        model = MODELS.build(cfg.model)
+    from mavit_mm.models.det import DeviceFCNMaskHead, DeviceRandomSampler
+    heads = model.roi_head.mask_head if config == CASCADE else [model.roi_head.mask_head]
+    assert all(isinstance(h, DeviceFCNMaskHead) for h in heads)
+    assert isinstance(model.rpn_head.sampler, DeviceRandomSampler)
+
+
+def test_apply_fast_train_on_a_segmentor_touches_no_model_part():
+    cfg = Config.fromfile(UPERNET)
+    model_before = copy.deepcopy(cfg.model)
+    changes = apply_fast_train(cfg, cuda=False)
+    assert cfg.model == model_before  # SegDataPreprocessor takes no non_blocking; no drop-ins for mmseg
+    assert not cfg.train_dataloader.get('pin_memory')  # no CUDA: nothing to pin for
+    assert cfg.optim_wrapper.constructor == 'GroupedOptimWrapperConstructor'
+    assert changes[0].startswith('optim_wrapper.constructor')
+
+
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(not CUDA, reason='GPU'))])
+def test_device_sampler_draws_a_uniform_subset(device):
+    from mmdet.models.task_modules.samplers import RandomSampler
+
+    from mavit_mm.models.det import DeviceRandomSampler
+    ours, stock = DeviceRandomSampler(num=16, pos_fraction=0.5), RandomSampler(num=16, pos_fraction=0.5)
+    gallery = torch.arange(100, 400, 3, device=device)
+    picked = ours.random_choice(gallery, 40)
+    assert picked.device == gallery.device and len(set(picked.tolist())) == 40
+    assert set(picked.tolist()) <= set(gallery.tolist())
+    if device == 'cpu':  # the same draws as the stock sampler from the same seed
+        torch.manual_seed(3)
+        a = ours.random_choice(gallery, 40)
+        torch.manual_seed(3)
+        assert torch.equal(a, stock.random_choice(gallery, 40))
+    # uniform: over many draws every element is picked about 40/100 of the time
+    counts = torch.zeros(len(gallery), device=device)
+    for _ in range(500):
+        counts[(ours.random_choice(gallery, 40) - 100) // 3] += 1
+    assert (counts / 500 - 0.4).abs().max() < 0.12
+    with pytest.raises(ValueError, match='cannot sample 200 elements from a gallery of 100'):
+        ours.random_choice(gallery, 200)
+
+
+@pytest.mark.parametrize('soft', [False, True])
+def test_device_mask_targets_equal_mmdet_mask_target(soft):
+    from mmdet.structures.mask import BitmapMasks, mask_target
+
+    from mavit_mm.models.det import mask_target_on_device
+    rng = np.random.RandomState(0)
+    h, w = 61, 77
+    gt = [BitmapMasks((rng.rand(5, h, w) > 0.6).astype(np.uint8), h, w) for _ in range(2)]
+    proposals, inds = [], []
+    for _ in range(2):
+        xy = torch.from_numpy(rng.uniform(-10, 80, (13, 2))).float()
+        wh = torch.from_numpy(rng.uniform(2, 40, (13, 2))).float()
+        proposals.append(torch.cat([xy, xy + wh], 1))  # some boxes leave the image: clipped
+        inds.append(torch.from_numpy(rng.randint(0, 5, 13)))
+    cfg = ConfigDict(mask_size=28, soft_mask_target=soft)
+    # clones: on the CPU mmdet clips the boxes in place (through .numpy()'s shared memory)
+    expected = mask_target([p.clone() for p in proposals], inds, gt, cfg)
+    got = torch.cat([mask_target_on_device(p, i, m, cfg) for p, i, m in zip(proposals, inds, gt)])
+    assert got.shape == (26, 28, 28) and got.dtype == torch.float32
+    assert torch.equal(got, expected)
+    assert 0.05 < expected.mean() < 0.95  # neither all background nor all foreground
+    empty = mask_target_on_device(proposals[0][:0], inds[0][:0], gt[0], cfg)
+    assert empty.shape == (0, 28, 28)
+
+
+def _losses(config: str, fast: bool, steps: int = 3):
+    from mavit_mm.analysis.bench.train_iter import synthetic_batch
+    from mavit_mm.utils.config_tools import build_model, load_model_config
+    cfg = load_model_config(config)
+    cfg.model.backbone.norm_cfg = dict(type='BN')  # SyncBN needs a process group
+    cfg.optim_wrapper = dict(  # fp32: mmengine's AMP wrapper needs a GPU
+        type='OptimWrapper',
+        optimizer=cfg.optim_wrapper.optimizer,
+        paramwise_cfg=cfg.optim_wrapper.get('paramwise_cfg'),
+        clip_grad=cfg.optim_wrapper.get('clip_grad'))
+    if fast:
+        apply_fast_train(cfg, cuda=False)
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+        batch = synthetic_batch(cfg.default_scope, 2, (128, 160))
+        history = []
+        for step in range(steps):
+            torch.manual_seed(100 + step)
+            history.append({k: v.item() for k, v in model.train_step(batch, wrapper).items()})
+    return history, len(wrapper.optimizer.param_groups)
+
+
+@pytest.mark.parametrize('config', [MASK_RCNN])
+def test_fast_train_steps_give_the_plain_losses(config):
+    plain, plain_groups = _losses(config, fast=False)
+    fast, fast_groups = _losses(config, fast=True)
+    assert fast_groups < plain_groups / 50
+    assert plain[0].keys() == fast[0].keys() and 'loss_mask' in plain[0]
+    for step, (a, b) in enumerate(zip(plain, fast)):
+        for key in a:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (step, key)
+    assert plain[-1]['loss'] != plain[0]['loss']  # the steps train: later losses differ from the first

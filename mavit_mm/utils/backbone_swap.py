@@ -47,7 +47,11 @@ def stock_outputs(cfg: Config) -> List[Tuple[int, int]]:
         size = size if isinstance(size, int) else size[0]
         with torch.no_grad():
             outs = backbone(torch.zeros(1, backbone_cfg.get('in_channels', 3), size, size))
-    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    if isinstance(outs, torch.Tensor):
+        raise ValueError(f'the stock backbone {backbone_cfg.type} returns one tensor, not a tuple of maps: its '
+                         'heads read it as such (real-time networks such as DDRNet / PIDNet, whose heads take the '
+                         "backbone's own branches); there is no feature pyramid to map MAViT's stages to")
+    outs = list(outs)
     if not all(isinstance(o, torch.Tensor) and o.dim() == 4 for o in outs):
         raise ValueError(f'the stock backbone {backbone_cfg.type} does not output (B, C, H, W) maps: there is '
                          'nothing to map MAViT stages to; edit the config by hand')
@@ -99,7 +103,30 @@ def _map_channels(value: Any, by_channels: Dict[int, int], where: str) -> Any:
             raise ValueError(f'{where} = {value} is none of the stock backbone\'s stage widths '
                              f'{sorted(by_channels)}: edit it by hand')
         return by_channels[value]
-    return [_map_channels(v, by_channels, where) for v in value]
+    return type(value)(_map_channels(v, by_channels, where) for v in value)  # JPU asserts a tuple
+
+
+def _channel_override(name: str, part: Dict[str, Any], by_channels: Dict[int, int]) -> Dict[str, Any]:
+    """The reader's channel keys with MAViT's widths; a head without any that wraps one (K-Net's
+    ``IterativeDecodeHead`` around its ``kernel_generate_head``) gets the wrapped head's."""
+    override = {key: _map_channels(part[key], by_channels, f'{name}.{key}') for key in CHANNEL_KEYS if key in part}
+    if not override:
+        for child, value in part.items():
+            if isinstance(value, dict) and any(key in value for key in CHANNEL_KEYS):
+                override[child] = _channel_override(f'{name}.{child}', value, by_channels)
+    return override
+
+
+def _check_pass_through(name: str, part: Dict[str, Any], override: Dict[str, Any]) -> None:
+    """Refuse a reader that hands the backbone's maps on unchanged (SSD's neck: ``out_channels`` starts
+    with its ``in_channels``): what reads it would need MAViT's widths too."""
+    out = part.get('out_channels')
+    stock = part.get('in_channels')
+    if isinstance(out, (list, tuple)) and isinstance(stock, (list, tuple)) and \
+            list(out[:len(stock)]) == list(stock) and override.get('in_channels') != stock:
+        raise ValueError(f'{name} ({part.get("type")}) passes the backbone\'s maps on as its first outputs '
+                         f'(out_channels {list(out)} starts with in_channels {list(stock)}): its out_channels and '
+                         'the in_channels of the heads after it must change too; edit the config by hand')
 
 
 def _readers(model: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
@@ -155,20 +182,23 @@ def swap_backbone(cfg: Config,
         model['data_preprocessor'] = dict(MAVIT_PREPROCESS)  # e.g. caffe-style BGR configs
     changed = []
     for name, part in _readers(cfg.model):
-        override = {}
-        for key in CHANNEL_KEYS:
-            if key in part:
-                override[key] = _map_channels(part[key], by_channels, f'{name}.{key}')
+        override = _channel_override(name, part, by_channels)
         if override:
             changed.append(name)
-            if '[' in name:  # a list of heads: rewrite the whole list
+            _check_pass_through(name, part, override)
+            if name == 'model.neck' and isinstance(cfg.model.neck, (list, tuple)):  # a chain of necks
+                necks = model.setdefault('neck', copy.deepcopy(list(cfg.model.neck)))
+                necks[0].update(override)
+            elif '[' in name:  # a list of heads: rewrite the whole list
                 key = name.split('.')[1].split('[')[0]
                 heads = model.setdefault(key, copy.deepcopy(cfg.model[key]))
                 heads[int(name.split('[')[1][:-1])].update(override)
             else:
                 model[name.split('.')[1]] = override
     if not changed:
-        raise ValueError('found no neck or head in_channels reading the backbone; edit the config by hand')
+        raise ValueError('found no neck or head in_channels reading the backbone: the model reads it through a '
+                         'part the tool does not know (a shared ResLayer RoI head as in C4 / TridentNet configs, a '
+                         "classifier's pooling neck, a tracker); edit the config by hand")
 
     overrides: Dict[str, Any] = dict(custom_imports=dict(imports=['mavit_mm'], allow_failed_imports=False), model=model)
     optim = cfg.get('optim_wrapper', {})

@@ -9,6 +9,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from mavit_mm.utils.config_tools import build_model
+from mavit_mm.utils.swap_sweep import forward_once as tensor_forward
 from helpers import ROOT
 
 DENSE_FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet')
@@ -42,22 +43,6 @@ PAPER_PARAMS = {
 def paper_key(path: str):
     arch = osp.basename(path).split('mavit-')[1][0]
     return osp.basename(osp.dirname(path)), arch
-
-
-def tensor_forward(model, scope: str, size: int = 128):
-    """One forward in 'tensor' mode (raw head outputs) through the model's own data preprocessor."""
-    if scope == 'mmdet':
-        from mmdet.testing import demo_mm_inputs
-        packed = demo_mm_inputs(batch_size=1, image_shapes=[(3, size, size)], with_mask=True)
-    else:
-        from mmseg.structures import SegDataSample
-        meta = dict(img_shape=(size, size), ori_shape=(size, size), pad_shape=(size, size))
-        packed = dict(
-            inputs=[torch.randint(0, 255, (3, size, size), dtype=torch.uint8)],
-            data_samples=[SegDataSample(metainfo=meta)])
-    with DefaultScope.overwrite_default_scope(scope), torch.no_grad():
-        data = model.data_preprocessor(packed, False)
-        return model(data['inputs'], data.get('data_samples'), mode='tensor')
 
 
 def test_every_paper_row_has_a_config():

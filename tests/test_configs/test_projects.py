@@ -86,6 +86,19 @@ def test_swap_refuses_a_backbone_without_a_stride_pyramid():
         swap_backbone(load_config('mmseg::vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py'), 'tiny')
 
 
+def test_swap_refuses_a_neck_that_passes_the_backbone_maps_on():
+    with pytest.raises(ValueError, match=r"model.neck \(SSDNeck\) passes the backbone's maps on .* edit the config"):
+        swap_backbone(load_config('mmdet::ssd/ssd300_coco.py'), 'tiny')
+
+
+def test_swap_rewrites_neck_chains_and_keeps_tuples():
+    dyhead = swap_backbone(load_config('mmdet::dyhead/atss_r50-caffe_fpn_dyhead_1x_coco.py'), 'tiny')
+    necks = dyhead['model']['neck']  # FPN then DyHead: the whole list, the FPN's widths changed
+    assert [n['type'] for n in necks] == ['FPN', 'DyHead'] and necks[0]['in_channels'] == [64, 128, 256, 512]
+    jpu = swap_backbone(load_config('mmseg::fastfcn/fastfcn_r50-d32_jpu_aspp_4xb2-80k_cityscapes-512x1024.py'))
+    assert jpu['model']['neck']['in_channels'] == (128, 256, 512)  # JPU asserts a tuple
+
+
 def test_swap_keeps_what_reads_the_neck():
     cfg = load_config('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py')
     overrides = swap_backbone(cfg, 'small')

@@ -182,7 +182,7 @@ def test_device_mask_targets_equal_mmdet_mask_target(soft):
     assert empty.shape == (0, 28, 28)
 
 
-def _losses(config: str, fast: bool, steps: int = 3):
+def _losses(config: str, fast: bool, steps: int = 2):
     from mavit_mm.analysis.bench.train_iter import synthetic_batch
     from mavit_mm.utils.config_tools import build_model, load_model_config
     cfg = load_model_config(config)
@@ -198,7 +198,7 @@ def _losses(config: str, fast: bool, steps: int = 3):
     model = build_model(cfg).train()
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
-        batch = synthetic_batch(cfg.default_scope, 2, (128, 160))
+        batch = synthetic_batch(cfg.default_scope, 2, (96, 128))
         history = []
         for step in range(steps):
             torch.manual_seed(100 + step)

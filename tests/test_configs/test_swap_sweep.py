@@ -3,6 +3,7 @@ config with ``--swap-sweep-full``. No config may fail; a refusal must say why.""
 import pytest
 
 from mavit_mm.utils.swap_sweep import OUTCOMES, counts, markdown_table, one_per_family, stock_configs, sweep
+from helpers import call_tool
 
 
 def _check(rows, capsys):
@@ -33,6 +34,18 @@ def test_swap_sweep_one_config_per_family(capsys):
     assert table.splitlines()[-1].startswith(f'| **all** | {len(rows)} | {total["swapped"]} |')
     assert all(f'| {c.split("/")[0]} |' in table for c in configs)
     assert len(table.splitlines()[0].split('|')) == len(OUTCOMES) + 5
+
+
+def test_swap_sweep_cli(tmp_path, capsys):
+    md = tmp_path / 'sweep.md'
+    assert call_tool('tools/misc/swap_sweep.py', 'mmdet::atss/atss_r50_fpn_1x_coco.py', 'mmdet::ssd/ssd300_coco.py',
+                     '--out-md', str(md)) == 0
+    out = capsys.readouterr().out
+    assert '2 configs in' in out and '1 swapped, 1 refused, 0 not a backbone model' in out
+    assert '[2/2] refused' in out and 'SSDNeck' in out
+    lines = md.read_text().splitlines()
+    assert lines[2] == '| mmdet::atss | 1 | 1 | 0 | 0 | 0 | 0 |  |'
+    assert lines[3] == "| mmdet::ssd | 1 | 0 | 1 | 0 | 0 | 0 | neck passes the backbone's maps on (SSD) |"
 
 
 @pytest.mark.swap_sweep_full

@@ -1,10 +1,11 @@
 """Swap MAViT into every config the installed mmdet / mmseg ship, and say what happened to each.
 
-    python tools/misc/swap_sweep.py [--packages mmdet mmseg] [--one-per-family] [--forward]
+    python tools/misc/swap_sweep.py [CONFIG ...] [--packages mmdet mmseg] [--one-per-family] [--forward]
                                     [--arch tiny] [--workers N] [--out-json FILE] [--out-md FILE]
 
-Each config under ``<package>/.mim/configs`` goes through what ``tools/misc/swap_backbone.py`` does and
-the new model is built (``--forward``: its backbone and neck run on a 128 x 128 image). Prints one line
+Each config under ``<package>/.mim/configs`` (or each CONFIG given, ``mmdet::...`` or a path) goes
+through what ``tools/misc/swap_backbone.py`` does and the new model is built (``--forward``: it runs once
+on a 128 x 128 image: backbone and neck, or the whole model where the heads read the backbone). Prints one line
 per config and the counts of swapped / refused (with the reason) / not a backbone model / stock config
 unusable here / failed; exits 1 if any failed. ``--out-md`` writes the per-family table of docs/swap_backbone.md.
 """
@@ -19,6 +20,7 @@ from mavit_mm.utils.swap_sweep import PACKAGES, counts, markdown_table, one_per_
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('configs', nargs='*', help='these configs instead of the packages\' own')
     parser.add_argument('--packages', nargs='+', choices=PACKAGES, default=list(PACKAGES))
     parser.add_argument('--one-per-family', action='store_true', help='the first config of each model family')
     parser.add_argument('--forward', action='store_true', help='run each swapped backbone and neck once')
@@ -32,7 +34,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     import mavit_mm  # noqa: F401  (registers MAViT)
-    configs = [c for p in args.packages for c in stock_configs(p)]
+    configs = args.configs or [c for p in args.packages for c in stock_configs(p)]
     if args.one_per_family:
         configs = one_per_family(configs)
     start = time.perf_counter()

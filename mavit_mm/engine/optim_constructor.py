@@ -2,7 +2,7 @@
 
 mmengine's ``DefaultOptimWrapperConstructor`` with a ``paramwise_cfg`` (every config here: no weight decay
 on norms) gives each parameter a param group of its own. torch's optimizers run their ``foreach`` /
-``fused`` kernels per group, so a detector's ~400 parameters cost ~400 small launches per update, paid on
+``fused`` kernels per group, so Mask R-CNN MAViT-T's 318 parameters cost 318 small launches per update, paid on
 the host. :class:`GroupedOptimWrapperConstructor` applies exactly the same rules, then merges the groups
 whose hyper-parameters are equal (``lr``, ``weight_decay``, any custom key), and on CUDA asks
 Adam / AdamW / SGD for their fused kernels. The update of every parameter is unchanged.

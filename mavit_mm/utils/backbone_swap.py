@@ -110,6 +110,9 @@ def _channel_override(name: str, part: Dict[str, Any], by_channels: Dict[int, in
     """The reader's channel keys with MAViT's widths; a head without any that wraps one (K-Net's
     ``IterativeDecodeHead`` around its ``kernel_generate_head``) gets the wrapped head's."""
     override = {key: _map_channels(part[key], by_channels, f'{name}.{key}') for key in CHANNEL_KEYS if key in part}
+    if part.get('num_convs') == 0 and 'in_channels' in override and part.get('channels') == part['in_channels']:
+        # a head without convs classifies its input as is (Segmenter's FCNHead asserts channels == in_channels)
+        override['channels'] = override['in_channels']
     if not override:
         for child, value in part.items():
             if isinstance(value, dict) and any(key in value for key in CHANNEL_KEYS):
@@ -127,6 +130,25 @@ def _check_pass_through(name: str, part: Dict[str, Any], override: Dict[str, Any
         raise ValueError(f'{name} ({part.get("type")}) passes the backbone\'s maps on as its first outputs '
                          f'(out_channels {list(out)} starts with in_channels {list(stock)}): its out_channels and '
                          'the in_channels of the heads after it must change too; edit the config by hand')
+
+
+def _check_cascade(model: Dict[str, Any], strides: Sequence[int], indices: Sequence[int]) -> None:
+    """Refuse cascaded decode heads that read single backbone maps of one stride in the stock model but would
+    read MAViT stages of different strides (OCRNet on a dilated ResNet: its OCR head gathers its features with
+    the first head's output, so the two must be of one size)."""
+    heads = model.get('decode_head')
+    if model.get('neck') is not None or not isinstance(heads, (list, tuple)):
+        return
+    single = [h.get('in_index', -1) for h in heads if h.get('input_transform') is None]
+    single = [i for i in single if isinstance(i, int)]
+    stock = {strides[i] for i in single}
+    ours = {4 * 2**indices[i] for i in single}
+    if len(stock) == 1 and len(ours) > 1:
+        raise ValueError(f'the cascaded decode heads read backbone maps {single}, all at stride {stock.pop()} in '
+                         f'the stock model (a dilated backbone), but MAViT\'s stages for them have strides '
+                         f'{sorted(ours)}: a later head combines its map with the earlier head\'s output, so the '
+                         'sizes would not match; set both heads\' in_index (and in_channels) to one MAViT stage by '
+                         'hand, or start from the HRNet variant of the config, whose heads resize their inputs')
 
 
 def _readers(model: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
@@ -163,6 +185,7 @@ def swap_backbone(cfg: Config,
                              f'({len(outputs)}: strides {strides})')
     else:
         indices = mavit_indices(strides, cfg.model.backbone)
+    _check_cascade(cfg.model, strides, indices)
     # stock channels -> MAViT channels, output for output
     by_channels = {c: widths[m % 4] for c, m in zip(stock_channels, indices)}
     if len(by_channels) != len(outputs):

@@ -208,10 +208,11 @@ def _reason_kind(row: Dict[str, object]) -> str:
     """A reason without its numbers and names, so a family's many configs share one."""
     text = str(row['reason']).splitlines()[0]
     if row['outcome'] == 'refused':
-        for key in ('single-scale', 'not one map per stride', 'strides', 'stride(s)', 'stage widths', 'share a width',
+        for key in ('cascaded decode heads', 'single-scale', 'not one map per stride', 'strides', 'stride(s)', 'stage widths', 'share a width',
                     'does not output', 'no neck or head', 'returns one tensor', 'passes the backbone'):
             if key in text:
                 return {
+                    'cascaded decode heads': 'cascaded heads would read maps of different strides',
                     'single-scale': 'single-scale backbone',
                     'not one map per stride': 'several maps per stride',
                     'strides': 'strides MAViT lacks',

@@ -86,6 +86,19 @@ def test_swap_refuses_a_backbone_without_a_stride_pyramid():
         swap_backbone(load_config('mmseg::vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py'), 'tiny')
 
 
+def test_swap_refuses_cascaded_heads_that_would_read_different_strides():
+    # OCRNet on ResNet-D8: FCNHead reads stage 3 and OCRHead stage 4, both at stride 8 in the stock model
+    with pytest.raises(ValueError, match=r'read backbone maps \[2, 3\], all at stride 8 .* strides \[16, 32\]'):
+        swap_backbone(load_config('mmseg::ocrnet/ocrnet_r101-d8_4xb2-40k_cityscapes-512x1024.py'), 'tiny')
+
+
+def test_swap_gives_a_convless_head_its_new_width_as_channels():
+    # Segmenter's linear FCNHead (num_convs=0) asserts channels == in_channels; ViT-S's stride-16 map -> stage 2
+    model = swap_backbone(load_config('mmseg::segmenter/segmenter_vit-s_fcn_8xb1-160k_ade20k-512x512.py'))['model']
+    assert model['backbone']['out_indices'] == (2, )
+    assert model['decode_head'] == dict(in_channels=256, channels=256)
+
+
 def test_swap_refuses_a_neck_that_passes_the_backbone_maps_on():
     with pytest.raises(ValueError, match=r"model.neck \(SSDNeck\) passes the backbone's maps on .* edit the config"):
         swap_backbone(load_config('mmdet::ssd/ssd300_coco.py'), 'tiny')

@@ -1,4 +1,5 @@
-"""MAViT backbones and segmentors to ONNX, through torch's TorchScript-based exporter (``dynamo=False``).
+"""MAViT backbones, segmentors and detectors to ONNX, through torch's TorchScript-based exporter
+(``dynamo=False``).
 
 The export runs MALA's plain PyTorch form (``fast_path='off'``: the Triton kernels are CUDA code an ONNX
 graph cannot hold) in fp32. Outputs:
@@ -7,9 +8,11 @@ graph cannot hold) in fp32. Outputs:
 - ``segmentor`` (mmseg ``EncoderDecoder``: SemFPN, UperNet): ``logits`` ``(B, classes, H, W)``, the decode
   head's output resized to the input (bilinear, as mmseg's inference), before softmax / argmax; the input
   is the normalised image (the data preprocessor's mean / std and BGR->RGB are not in the graph).
+- ``detector`` (mmdet RetinaNet, Faster / Mask R-CNN; one image): ``boxes``, ``scores``, ``labels`` and, for
+  Mask R-CNN, ``masks``, with NMS in the graph (:mod:`mavit_mm.deployment.detectors`).
 
-With ``dynamic=True`` (backbone only) the batch, height and width axes are dynamic. Segmentors export at a
-fixed size: mmseg's heads turn feature sizes into Python ints (``resize``), which the tracer writes into the
+With ``dynamic=True`` (backbone only) the batch, height and width axes are dynamic. Segmentors and
+detectors export at a fixed size (the detectors' anchors are constants of the graph): mmseg's heads turn feature sizes into Python ints (``resize``), which the tracer writes into the
 graph as constants, and UperNet's pyramid pooling (``AdaptiveAvgPool2d`` to 1, 2, 3, 6) has no ONNX operator
 for sizes that are not multiples of its bins; here it is exported as the same averages written as two
 matrix products, exact at the export size.
@@ -90,13 +93,19 @@ def exportable_module(model: nn.Module, for_export: bool = True) -> Tuple[nn.Mod
         if for_export:
             _replace_adaptive_pools(model)
         return _Segmentor(model).eval(), 'segmentor'
-    raise TypeError(f'cannot export a {type(model).__name__}: supported are the MAViT backbone and mmseg '
-                    'segmentors (EncoderDecoder: SemFPN, UperNet); detectors are not exported yet')
+    if hasattr(model, 'bbox_head') or hasattr(model, 'roi_head'):
+        from .detectors import detector_export_module
+        return detector_export_module(model).eval(), 'detector'
+    raise TypeError(f'cannot export a {type(model).__name__}: supported are the MAViT backbone, mmseg '
+                    'segmentors (EncoderDecoder: SemFPN, UperNet) and mmdet detectors (RetinaNet, Faster / '
+                    'Mask R-CNN)')
 
 
 def output_names(module: nn.Module, kind: str, example: Tensor) -> List[str]:
     if kind == 'segmentor':
         return ['logits']
+    if kind == 'detector':
+        return list(module.output_names)
     with torch.no_grad():
         outs = module(example)
     return [f'feat{i}' for i in range(len(outs))]
@@ -113,14 +122,18 @@ def export_onnx(model: nn.Module,
     from mavit_mm.utils.fileio import atomic_write
     module, kind = exportable_module(model)
     if dynamic and kind != 'backbone':
-        raise ValueError('dynamic axes are supported for the backbone only (mmseg heads turn feature sizes into '
-                         'constants): export a segmentor once per input size, without --dynamic')
+        raise ValueError('dynamic axes are supported for the backbone only (mmseg heads and mmdet anchors turn '
+                         f'feature sizes into constants): export a {kind} once per input size, without --dynamic')
+    if kind == 'detector' and batch_size != 1:
+        raise ValueError(f'detectors export for one image at a time, got batch size {batch_size}')
     example = torch.randn(batch_size, 3, *shape)
     outputs = output_names(module, kind, example)
     axes: Optional[dict] = None
     if dynamic:
         axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
         axes.update({name: {0: 'batch', 2: f'{name}_height', 3: f'{name}_width'} for name in outputs})
+    if kind == 'detector':  # the number of detections depends on the image
+        axes = {name: {0: 'detections'} for name in outputs}
     with atomic_write(path) as f, torch.no_grad():
         torch.onnx.export(
             module, (example, ),

@@ -1,6 +1,8 @@
 """ONNX export (tools/deployment/pytorch2onnx.py, mavit_mm/deployment): onnxruntime, run in a process that never
-imports torch, gives PyTorch's outputs for the MAViT-T backbone at two sizes of one dynamic graph and for a toy
-UperNet (logits at the input size); the exact rewrite of adaptive pooling; what cannot be exported is refused."""
+imports torch, gives PyTorch's outputs for the MAViT-T backbone at two sizes of one dynamic graph, for a toy
+UperNet (logits at the input size) and for RetinaNet and the toy Mask R-CNN (detections with NMS in the graph,
+which first equal mmdet's own ``predict``); the exact rewrite of adaptive pooling; what cannot be exported is
+refused."""
 import copy
 import json
 import subprocess
@@ -97,6 +99,69 @@ def test_what_cannot_be_exported_is_refused(tmp_path, capsys):
                      '--dynamic', '--out', str(tmp_path / 'x.onnx')) != 0
     assert 'dynamic axes are supported for the backbone only' in capsys.readouterr().err
     assert call_tool('tools/deployment/pytorch2onnx.py', 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py', '--shape', '64',
-                     '64', '--out', str(tmp_path / 'y.onnx')) != 0
-    assert 'detectors are not exported yet' in capsys.readouterr().err
-    assert not (tmp_path / 'x.onnx').exists() and not (tmp_path / 'y.onnx').exists()
+                     '64', '--dynamic', '--out', str(tmp_path / 'y.onnx')) != 0
+    assert 'export a detector once per input size' in capsys.readouterr().err
+    cascade = 'configs/cascade_rcnn/cascade-mask-rcnn_mavit-s_fpn_4conv1fc-giou_ms-crop-3x_coco.py'
+    assert call_tool('tools/deployment/pytorch2onnx.py', cascade, '--shape', '64', '64', '--out',
+                     str(tmp_path / 'z.onnx')) != 0
+    assert 'cascades are not supported' in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def mmdet_predictions(model, x: torch.Tensor):
+    """mmdet's own inference on one normalised image, boxes in its pixel coordinates (rescale=False)."""
+    from mmdet.structures import DetDataSample
+    h, w = x.shape[-2:]
+    sample = DetDataSample(
+        metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0), pad_shape=(h, w),
+                      batch_input_shape=(h, w)))
+    with torch.no_grad():
+        return model.predict(x, [sample], rescale=False)[0].pred_instances
+
+
+def assert_same_detections(got, ref, masks_thr=None):
+    """Two sets of detections: same count and labels, boxes within 1e-3 px + 1e-4 relative, scores within
+    1e-4; masks (probabilities, thresholded at ``masks_thr``) differ on at most 0.1 % of the pixels."""
+    boxes, scores, labels = (np.asarray(t) for t in got[:3])
+    assert boxes.shape[0] == len(ref['labels']) > 0
+    np.testing.assert_array_equal(labels, ref['labels'])
+    np.testing.assert_allclose(scores, ref['scores'], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(boxes, ref['bboxes'], rtol=1e-4, atol=1e-3)
+    if masks_thr is not None:
+        flipped = np.mean((np.asarray(got[3]) >= masks_thr) != np.asarray(ref['masks']))
+        assert flipped <= 1e-3, flipped
+
+
+def as_numpy(instances):
+    return {k: v.numpy() for k, v in instances.items()}
+
+
+@pytest.mark.parametrize('config,shape', [
+    ('configs/toy/mask-rcnn_mavit-t_fpn_toy.py', (96, 128)),
+    ('configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py', (128, 160)),
+], ids=['mask_rcnn_toy', 'retinanet'])
+def test_detector_export_matches_mmdet_predict(config, shape, tmp_path):
+    from mavit_mm.utils.config_tools import build_model, load_model_config
+    model = build_model(load_model_config(config)).eval()
+    if hasattr(getattr(model, 'bbox_head', None), 'retina_cls'):  # random weights saturate every score: spread them over (0, 1)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            model.bbox_head.retina_cls.weight.normal_(0, 1e-3, generator=g)
+            model.bbox_head.retina_cls.bias.normal_(-3.0, 1.0, generator=g)
+    x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
+    ref = as_numpy(mmdet_predictions(copy.deepcopy(model), x))
+    module, kind = exportable_module(copy.deepcopy(model), for_export=False)
+    with torch.no_grad():
+        eager = [t.numpy() for t in module(x)]
+    with_masks = 'masks' in ref
+    assert kind == 'detector' and len(eager) == (4 if with_masks else 3)
+    thr = 0.5 if with_masks else None
+    assert_same_detections(eager, ref, thr)  # the traceable post-processing is mmdet's
+    out = tmp_path / 'det.onnx'
+    info = export_onnx(model, str(out), shape)
+    assert info['outputs'] == ['boxes', 'scores', 'labels'] + (['masks'] if with_masks else [])
+    got = onnxruntime_outputs(out, x, tmp_path, 'det')
+    assert_same_detections(got, ref, thr)
+    if with_masks:
+        assert got[3].shape == (len(ref['labels']), *shape)
+        assert np.abs(got[3] - eager[3]).max() <= 1e-4

@@ -5,6 +5,7 @@
     python tools/analysis_tools/benchmark.py train-iter configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py \
         mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py --precision fp16
     python tools/analysis_tools/benchmark.py memory --arch t --shape 800 1344 --with-cp none ffn ffn,stem
+    python tools/analysis_tools/benchmark.py onnx --arch t --shape 512 2048 --precision bf16
 
 Every subcommand takes --precision fp32|bf16|fp16, --batch-size, --shape H W, --warmup, --repeats,
 --device and --out (json, written atomically), prints the device and versions first, and reports
@@ -13,10 +14,10 @@ medians after warm-up (``benchmark.py SUBCOMMAND -h`` for the rest).
 import argparse
 import json
 
-from mavit_mm.analysis.bench import backbone, memory, model, train_iter
+from mavit_mm.analysis.bench import backbone, memory, model, onnxrt, train_iter
 from mavit_mm.utils.fileio import write_text_atomic
 
-SUBCOMMANDS = {'model': model, 'backbone': backbone, 'train-iter': train_iter, 'memory': memory}
+SUBCOMMANDS = {'model': model, 'backbone': backbone, 'train-iter': train_iter, 'memory': memory, 'onnx': onnxrt}
 
 
 def main() -> None:

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -11,8 +13,16 @@ def pytest_addoption(parser):
     parser.addoption(
         '--swap-sweep-full',
         action='store_true',
-        help='swap MAViT into every config mmdet and mmseg ship (over an hour on 2 cores); by default one '
+        help='swap MAViT into every config mmdet and mmseg ship (about 20 minutes on 2 cores); by default one '
         'config per model family')
+
+
+def pytest_configure(config):
+    # pytest-xdist workers (``-n N``) share the machine's cores: N processes each running torch's default
+    # thread pool (one thread per core) oversubscribe the CPU and make CPU-side tests many times slower
+    workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or workers) // workers))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -76,9 +76,11 @@ def main() -> int:
     inferencer = build_inferencer(cfg, args.checkpoint, device)
     scope = cfg.get('default_scope')
     images = args.images if len(args.images) > 1 else args.images[0]
-    kwargs = dict(out_dir=args.out_dir, no_save_pred=True) if scope != 'mmpretrain' else {}
+    kwargs = {}
     if scope == 'mmdet':
-        kwargs['pred_score_thr'] = args.score_thr
+        kwargs.update(out_dir=args.out_dir, no_save_pred=True, pred_score_thr=args.score_thr)
+    elif scope == 'mmseg':
+        kwargs.update(out_dir=args.out_dir)
     elif scope == 'mmpretrain':
         os.makedirs(osp.join(args.out_dir, 'vis'), exist_ok=True)
         kwargs['show_dir'] = osp.join(args.out_dir, 'vis')

@@ -53,9 +53,8 @@ def _decode(coder, priors: Tensor, deltas: Tensor, image_hw) -> Tensor:
         ctr_clamp=coder.ctr_clamp)
     if coder.clip_border:
         h, w = image_hw
-        boxes = torch.stack([
-            boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)
-        ], dim=1)
+        boxes = torch.stack(
+            [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
     return boxes
 
 

@@ -11,8 +11,9 @@ graph cannot hold) in fp32. Outputs:
 - ``detector`` (mmdet RetinaNet, Faster / Mask R-CNN; one image): ``boxes``, ``scores``, ``labels`` and, for
   Mask R-CNN, ``masks``, with NMS in the graph (:mod:`mavit_mm.deployment.detectors`).
 
-With ``dynamic=True`` (backbone only) the batch, height and width axes are dynamic. Segmentors and
-detectors export at a fixed size (the detectors' anchors are constants of the graph): mmseg's heads turn feature sizes into Python ints (``resize``), which the tracer writes into the
+With ``dynamic=True`` (backbone only) the batch, height and width axes are dynamic. Segmentors and detectors
+export at a fixed size (the detectors' anchors are constants of the graph; the number of detections is a
+dynamic axis): mmseg's heads turn feature sizes into Python ints (``resize``), which the tracer writes into the
 graph as constants, and UperNet's pyramid pooling (``AdaptiveAvgPool2d`` to 1, 2, 3, 6) has no ONNX operator
 for sizes that are not multiples of its bins; here it is exported as the same averages written as two
 matrix products, exact at the export size.

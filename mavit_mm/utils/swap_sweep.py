@@ -208,8 +208,9 @@ def _reason_kind(row: Dict[str, object]) -> str:
     """A reason without its numbers and names, so a family's many configs share one."""
     text = str(row['reason']).splitlines()[0]
     if row['outcome'] == 'refused':
-        for key in ('cascaded decode heads', 'single-scale', 'not one map per stride', 'strides', 'stride(s)', 'stage widths', 'share a width',
-                    'does not output', 'no neck or head', 'returns one tensor', 'passes the backbone'):
+        for key in ('cascaded decode heads', 'single-scale', 'not one map per stride', 'strides', 'stride(s)',
+                    'stage widths', 'share a width', 'does not output', 'no neck or head', 'returns one tensor',
+                    'passes the backbone'):
             if key in text:
                 return {
                     'cascaded decode heads': 'cascaded heads would read maps of different strides',

@@ -216,3 +216,22 @@ def test_build_model_takes_the_top_level_data_preprocessor():
     preprocessor = build_model(cfg).data_preprocessor
     assert preprocessor._enable_normalize and preprocessor.to_rgb
     assert preprocessor.mean.flatten().tolist() == pytest.approx(cfg.data_preprocessor.mean)
+
+
+def test_benchmark_onnx_times_onnxruntime_beside_pytorch_on_cpu(tmp_path, capsys):
+    """``benchmark.py onnx``: the exported MAViT-T in onnxruntime and PyTorch's two paths, one run; every row
+    computes the fp32 function (onnxruntime within 1e-4 of the largest output, bf16 within 5e-2)."""
+    pytest.importorskip('onnxruntime')
+    out_json = tmp_path / 'onnx.json'
+    assert call_tool(BENCHMARK, 'onnx', '--device', 'cpu', '--shape', '64', '96', '--warmup', '1', '--repeats', '2',
+                     '--ort-repeats', '2', '--out', str(out_json)) == 0
+    result = json.loads(out_json.read_text())
+    runtimes = [(r['runtime'], r['precision']) for r in result['rows']]
+    assert runtimes == [('onnxruntime ' + result['env']['onnxruntime'].split()[0] + ', CPUExecutionProvider', 'fp32'),
+                        ("PyTorch, fast_path='off'", 'fp32'), ("PyTorch, fast_path='off'", 'bf16'),
+                        ("PyTorch, fast_path='auto'", 'fp32'), ("PyTorch, fast_path='auto'", 'bf16')]
+    diffs = {k: r['rel_diff'] for k, r in zip(runtimes, result['rows'])}
+    assert all(d <= (1e-4 if p == 'fp32' else 5e-2) for (_, p), d in diffs.items())
+    assert result['rows'][1]['speedup_vs_eager_fp32'] == 1.0 and all(r['median_ms'] > 0 for r in result['rows'])
+    assert '| runtime | precision | median ms |' in capsys.readouterr().out
+    assert call_tool(BENCHMARK, 'onnx', '--device', 'cpu', '--providers', 'NoSuchProvider') == 2

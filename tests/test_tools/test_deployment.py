@@ -113,8 +113,8 @@ def mmdet_predictions(model, x: torch.Tensor):
     from mmdet.structures import DetDataSample
     h, w = x.shape[-2:]
     sample = DetDataSample(
-        metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0), pad_shape=(h, w),
-                      batch_input_shape=(h, w)))
+        metainfo=dict(
+            img_shape=(h, w), ori_shape=(h, w), scale_factor=(1.0, 1.0), pad_shape=(h, w), batch_input_shape=(h, w)))
     with torch.no_grad():
         return model.predict(x, [sample], rescale=False)[0].pred_instances
 
@@ -136,14 +136,17 @@ def as_numpy(instances):
     return {k: v.numpy() for k, v in instances.items()}
 
 
-@pytest.mark.parametrize('config,shape', [
-    ('configs/toy/mask-rcnn_mavit-t_fpn_toy.py', (96, 128)),
-    ('configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py', (128, 160)),
-], ids=['mask_rcnn_toy', 'retinanet'])
+@pytest.mark.parametrize(
+    'config,shape', [
+        ('configs/toy/mask-rcnn_mavit-t_fpn_toy.py', (96, 128)),
+        ('configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py', (128, 160)),
+    ],
+    ids=['mask_rcnn_toy', 'retinanet'])
 def test_detector_export_matches_mmdet_predict(config, shape, tmp_path):
     from mavit_mm.utils.config_tools import build_model, load_model_config
     model = build_model(load_model_config(config)).eval()
-    if hasattr(getattr(model, 'bbox_head', None), 'retina_cls'):  # random weights saturate every score: spread them over (0, 1)
+    if hasattr(getattr(model, 'bbox_head', None),
+               'retina_cls'):  # random weights saturate every score: spread them over (0, 1)
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
             model.bbox_head.retina_cls.weight.normal_(0, 1e-3, generator=g)

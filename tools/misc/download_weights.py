@@ -71,8 +71,9 @@ def fetch(name: str, entry: dict, args: argparse.Namespace) -> str:
     from mavit_mm.utils.download import download
     url = args.url or entry.get('Weights')
     if not url:
-        raise SystemExit(f'download_weights: no Weights URL is recorded for {name} (the release\'s hub file names '
-                         'could not be checked from here); pass --url URL, or see docs/pretrained.md')
+        raise SystemExit(f'download_weights: no Weights URL is recorded for {name} yet: pass the file\'s URL from the '
+                         'release\'s model hub (https://huggingface.co/aldjalkdf/MAViT) with --url URL; see '
+                         'docs/pretrained.md')
     dest = target_file(name, args.dir)
     sidecar = dest + '.sha256'
     sha = entry.get('SHA256')

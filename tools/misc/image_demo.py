@@ -36,8 +36,9 @@ def build_inferencer(cfg, checkpoint: str, device: str):
         from mmseg.apis import MMSegInferencer
         return MMSegInferencer(model=cfg, weights=checkpoint, device=device)
     if scope == 'mmpretrain':
-        import mavit_mm.classification  # noqa: F401  (keeps mmpretrain.models importable)
         from mmpretrain.apis import ImageClassificationInferencer
+
+        import mavit_mm.classification  # noqa: F401  (keeps mmpretrain.models importable)
         return ImageClassificationInferencer(model=cfg, pretrained=checkpoint, device=device)
     raise ValueError(f"default_scope {scope!r}: this tool runs mmdet, mmseg and mmpretrain configs")
 

@@ -29,7 +29,8 @@ from . import add_common_arguments, autocast, check_device, no_tf32, positive_in
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--arch', default='t', choices=['t', 's', 'b', 'l'])
-    parser.add_argument('--providers', nargs='+', help='onnxruntime execution providers (default: every local one installed)')
+    parser.add_argument(
+        '--providers', nargs='+', help='onnxruntime execution providers (default: every local one installed)')
     parser.add_argument('--ort-repeats', type=positive_int, default=5, help='timed onnxruntime runs per provider')
     add_common_arguments(parser, shape=(512, 2048), batch_size=1, warmup=10, repeats=30)
 
@@ -54,8 +55,13 @@ def _ort_rows(path: str, x: np.ndarray, ref: List[np.ndarray], providers: Sequen
             run()
             times.append(time.perf_counter() - start)
         median = 1e3 * float(np.median(times))
-        rows.append(dict(runtime=f'onnxruntime {ort.__version__}, {provider}', precision='fp32', median_ms=median,
-                         rel_diff=_rel_diff(outs, ref), repeats=repeats))
+        rows.append(
+            dict(
+                runtime=f'onnxruntime {ort.__version__}, {provider}',
+                precision='fp32',
+                median_ms=median,
+                rel_diff=_rel_diff(outs, ref),
+                repeats=repeats))
     return rows
 
 
@@ -112,8 +118,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
                 with torch.no_grad(), autocast(device, precision):
                     return net(xd)
 
-            label = {'off': "PyTorch, fast_path='off'", 'auto': "PyTorch, fast_path='auto'",
-                     'graphs': "PyTorch, 'auto' + CUDA graphs"}[mode]
+            label = {
+                'off': "PyTorch, fast_path='off'",
+                'auto': "PyTorch, fast_path='auto'",
+                'graphs': "PyTorch, 'auto' + CUDA graphs"
+            }[mode]
             with no_tf32() if precision == 'fp32' else contextlib.nullcontext():
                 r = _torch_row(label, precision, fn, ref, device, args)
             rows.append(r)
@@ -129,4 +138,3 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         print(f'| {r["runtime"]} | {r["precision"]} | {r["median_ms"]:.2f} | {r["images_per_s"]:.1f} | '
               f'{r["speedup_vs_eager_fp32"]:.2f} | {r["rel_diff"]:.1e} |')
     return dict(env=env, arch=args.arch, shape=[args.batch_size, 3, h, w], rows=rows)
-

@@ -235,3 +235,28 @@ def test_benchmark_onnx_times_onnxruntime_beside_pytorch_on_cpu(tmp_path, capsys
     assert result['rows'][1]['speedup_vs_eager_fp32'] == 1.0 and all(r['median_ms'] > 0 for r in result['rows'])
     assert '| runtime | precision | median ms |' in capsys.readouterr().out
     assert call_tool(BENCHMARK, 'onnx', '--device', 'cpu', '--providers', 'NoSuchProvider') == 2
+
+
+def test_benchmark_runner_reads_time_and_data_time_of_a_real_run(tmp_path):
+    """``benchmark.py runner``: tools/train.py on freshly made toy data, the medians of its logged ``time`` and
+    ``data_time`` after the warm-up iterations (checked against the run's own log lines)."""
+    from mavit_mm.analysis.bench.runner import iteration_times
+    log = tmp_path / 'scalars.json'
+    log.write_text('\n'.join(
+        json.dumps(d) for d in [
+            dict(time=9.0, data_time=5.0, loss=1.0),
+            dict(time=1.0, data_time=0.1, loss=1.0),
+            dict(time=3.0, data_time=0.3, loss=1.0),
+            dict(time=2.0, data_time=0.2, loss=1.0),
+            dict(mIoU=50.0)
+        ]))
+    assert iteration_times(str(log), warmup=1) == dict(time_ms=2000.0, data_time_ms=200.0, data_share=0.1, iters=3)
+    with pytest.raises(ValueError, match='no training iteration logged after 4'):
+        iteration_times(str(log), warmup=4)
+    out_json = tmp_path / 'runner.json'
+    assert call_tool(BENCHMARK, 'runner', 'configs/toy/upernet_mavit-t_toy.py', '--toy-root', str(tmp_path / 'toy'),
+                     '--toy-images', '4', '--iters', '4', '--warmup', '1', '--fast-train', 'off', '--out',
+                     str(out_json)) == 0
+    (row, ) = json.loads(out_json.read_text())['rows']
+    assert row['config'] == 'upernet_mavit-t_toy' and row['iters'] == 3 and row['fast_train'] is False
+    assert 0 < row['data_time_ms'] < row['time_ms'] and row['data_share'] == row['data_time_ms'] / row['time_ms']

@@ -6,18 +6,27 @@
         mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py --precision fp16
     python tools/analysis_tools/benchmark.py memory --arch t --shape 800 1344 --with-cp none ffn ffn,stem
     python tools/analysis_tools/benchmark.py onnx --arch t --shape 512 2048 --precision bf16
+    python tools/analysis_tools/benchmark.py runner --amp      # tools/train.py on the toy data: time vs data_time
 
-Every subcommand takes --precision fp32|bf16|fp16, --batch-size, --shape H W, --warmup, --repeats,
---device and --out (json, written atomically), prints the device and versions first, and reports
-medians after warm-up (``benchmark.py SUBCOMMAND -h`` for the rest).
+Every subcommand but ``runner`` takes --precision fp32|bf16|fp16, --batch-size, --shape H W, --warmup,
+--repeats, --device and --out (json, written atomically); ``runner`` runs tools/train.py and takes --amp,
+--warmup and --out. All print the device and versions first and report medians after warm-up
+(``benchmark.py SUBCOMMAND -h`` for the rest).
 """
 import argparse
 import json
 
-from mavit_mm.analysis.bench import backbone, memory, model, onnxrt, train_iter
+from mavit_mm.analysis.bench import backbone, memory, model, onnxrt, runner, train_iter
 from mavit_mm.utils.fileio import write_text_atomic
 
-SUBCOMMANDS = {'model': model, 'backbone': backbone, 'train-iter': train_iter, 'memory': memory, 'onnx': onnxrt}
+SUBCOMMANDS = {
+    'model': model,
+    'backbone': backbone,
+    'train-iter': train_iter,
+    'memory': memory,
+    'onnx': onnxrt,
+    'runner': runner
+}
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 """The subcommands of ``tools/analysis_tools/benchmark.py``: ``model``, ``backbone``, ``train-iter``, ``memory``,
-``onnx``.
+``onnx``, ``runner``.
 
 Each module has ``add_arguments(parser)`` and ``run(args) -> dict``; the flags they share are added by
 :func:`add_common_arguments` and mean the same everywhere.

@@ -1,0 +1,119 @@
+"""``benchmark.py runner [CONFIG ...]``: whole training iterations through ``tools/train.py`` on the toy data.
+
+What ``train-iter`` leaves out, the data pipeline and the Runner's hooks, measured as a user's run has them:
+each config (default: the toy UperNet and the toy Mask R-CNN) is trained for ``--epochs`` epochs of the bundled
+toy data (written under ``--toy-root`` if absent) by ``tools/train.py`` in a subprocess, once per
+``--fast-train`` setting, without validation; mmengine's LoggerHook logs, per iteration, ``time`` (the whole
+iteration) and ``data_time`` (of it, the wait for the dataloader). Reported: the medians after ``--warmup``
+logged iterations, and ``data_time``'s share: a data pipeline that keeps up has a share near 0.
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List
+
+from ..benchmarking import environment
+from . import non_negative_int, positive_int, print_env
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+TOY_CONFIGS = ('configs/toy/upernet_mavit-t_toy.py', 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        'configs',
+        nargs='*',
+        default=[osp.join(ROOT, c) for c in TOY_CONFIGS],
+        help=f'default: {" ".join(TOY_CONFIGS)}')
+    parser.add_argument('--toy-root', default=osp.join(ROOT, 'data', 'toy'), help='the toy data (made if absent)')
+    parser.add_argument(
+        '--toy-images', type=positive_int, default=160, help='training images of the toy data (default: %(default)s)')
+    parser.add_argument('--epochs', type=positive_int, default=1, help='epochs of an epoch-based config')
+    parser.add_argument('--iters', type=positive_int, default=100, help='iterations of an iteration-based config')
+    parser.add_argument('--warmup', type=non_negative_int, default=5, help='logged iterations left out')
+    parser.add_argument('--fast-train', choices=['off', 'on', 'both'], default='both')
+    parser.add_argument('--amp', action='store_true', help='tools/train.py --amp (CUDA)')
+    parser.add_argument('--out', help='write every figure as json (atomically)')
+
+
+def _toy_data_root(config: str, toy_root: str) -> str:
+    from mmengine.config import Config
+    return osp.join(toy_root, 'coco' if Config.fromfile(config).get('default_scope') == 'mmdet' else 'ade')
+
+
+def _schedule_options(config: str, epochs: int, iters: int) -> List[str]:
+    """``--cfg-options`` for a short run: the config's own loop, shortened, never validating, no init from
+    another run's checkpoint."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    loop = cfg.train_cfg
+    opts = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1']
+    if 'max_epochs' in loop:
+        opts += [
+            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs + 1}',
+            f'default_hooks.checkpoint.interval={epochs + 1}'
+        ]
+    else:
+        opts += [
+            f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
+            f'default_hooks.checkpoint.interval={iters + 1}'
+        ]
+    return opts
+
+
+def iteration_times(log_path: str, warmup: int) -> Dict[str, float]:
+    """Medians of ``time`` and ``data_time`` (seconds) over the training iterations logged in a run's
+    ``vis_data/scalars.json`` after the first ``warmup``."""
+    with open(log_path) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    steps = [d for d in lines if 'time' in d and 'data_time' in d and 'loss' in d][warmup:]
+    if not steps:
+        raise ValueError(f'{log_path}: no training iteration logged after {warmup} warm-up ones')
+    time = statistics.median(d['time'] for d in steps)
+    data = statistics.median(d['data_time'] for d in steps)
+    return dict(time_ms=1e3 * time, data_time_ms=1e3 * data, data_share=data / time, iters=len(steps))
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    from mavit_mm.toy_data import make_toy_dataset
+    missing = [c for c in args.configs if not osp.isfile(c)]
+    if missing:
+        parser.error(f'no such config: {", ".join(missing)}')
+    env = environment()
+    print_env(env)
+    make_toy_dataset(args.toy_root, num_train=args.toy_images)
+    settings = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
+    rows = []
+    for config in args.configs:
+        for fast in settings:
+            with tempfile.TemporaryDirectory() as work_dir:
+                cmd = [
+                    sys.executable,
+                    osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir, '--no-validate', '--data-root',
+                    _toy_data_root(config, args.toy_root)
+                ]
+                cmd += ['--fast-train'] * fast + ['--amp'] * args.amp
+                cmd += ['--cfg-options', *_schedule_options(config, args.epochs, args.iters)]
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
+                if proc.returncode != 0:
+                    raise SystemExit(f'benchmark runner: {" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
+                logs = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+                row = iteration_times(sorted(logs)[-1], args.warmup)
+            row.update(config=osp.splitext(osp.basename(config))[0], fast_train=fast, amp=args.amp)
+            rows.append(row)
+            print(
+                f'  {row["config"]:40s} fast-train {"on " if fast else "off"} {row["time_ms"]:9.1f} ms / iter, '
+                f'data {row["data_time_ms"]:7.1f} ms ({row["data_share"]:.0%}), {row["iters"]} iterations',
+                flush=True)
+    print('\n| config | --fast-train | median ms / iter | median data_time ms | data share | iterations |')
+    print('|---|---|---|---|---|---|')
+    for r in rows:
+        print(f'| {r["config"]} | {"on" if r["fast_train"] else "off"} | {r["time_ms"]:.1f} | '
+              f'{r["data_time_ms"]:.1f} | {r["data_share"]:.0%} | {r["iters"]} |')
+    return dict(env=env, amp=args.amp, rows=rows)

@@ -72,10 +72,10 @@ class SingleStageExport(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         head = model.bbox_head
-        if not getattr(head, 'use_sigmoid_cls', False) or not hasattr(head, 'prior_generator') \
-                or not hasattr(head, 'bbox_coder'):
-            raise TypeError(f'{type(head).__name__}: only anchor heads with sigmoid scores export '
-                            '(RetinaNet); other dense heads are not supported')
+        # heads with score factors (FCOS / ATSS centerness) or other decoders compute something else
+        if type(head).__name__ not in ('RetinaHead', 'RetinaSepBNHead') or not head.use_sigmoid_cls:
+            raise TypeError(f'{type(head).__name__}: only RetinaNet heads (RetinaHead, RetinaSepBNHead with sigmoid '
+                            'scores) export among single-stage detectors')
         self.model = model
         self.cfg = head.test_cfg
 
@@ -115,6 +115,11 @@ class TwoStageExport(nn.Module):
         if type(roi_head).__name__ != 'StandardRoIHead' or type(model.rpn_head).__name__ != 'RPNHead':
             raise TypeError(f'{type(roi_head).__name__} / {type(model.rpn_head).__name__}: only RPNHead + '
                             'StandardRoIHead export (Faster / Mask R-CNN); cascades are not supported')
+        extractors = [roi_head.bbox_roi_extractor] + ([roi_head.mask_roi_extractor] if roi_head.with_mask else [])
+        for extractor in extractors:
+            if type(extractor).__name__ != 'SingleRoIExtractor' or any(
+                    getattr(layer, 'pool_mode', 'avg') != 'avg' for layer in extractor.roi_layers):
+                raise TypeError(f'{type(extractor).__name__}: only SingleRoIExtractor with average RoIAlign exports')
         self.model = model
         self.with_mask = roi_head.with_mask
         self.output_names = ('boxes', 'scores', 'labels') + (('masks', ) if self.with_mask else ())

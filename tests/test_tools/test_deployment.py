@@ -106,6 +106,15 @@ def test_what_cannot_be_exported_is_refused(tmp_path, capsys):
                      str(tmp_path / 'z.onnx')) != 0
     assert 'cascades are not supported' in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+    from mavit_mm.deployment.detectors import detector_export_module
+
+    class FCOSHead(nn.Module):  # a dense head whose scores need its centerness branch too
+        use_sigmoid_cls = True
+
+    detector = nn.Module()
+    detector.bbox_head = FCOSHead()
+    with pytest.raises(TypeError, match='FCOSHead: only RetinaNet heads'):
+        detector_export_module(detector)
 
 
 def mmdet_predictions(model, x: torch.Tensor):

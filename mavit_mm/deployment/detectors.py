@@ -41,8 +41,6 @@ def _decode(coder, priors: Tensor, deltas: Tensor, image_hw) -> Tensor:
     coder takes a branch of its 2.x layout (``mmdet.core.export``, gone); the decoding and the clipping
     are the same formulas here, without that branch."""
     from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
-    if type(coder).__name__ != 'DeltaXYWHBBoxCoder':
-        raise TypeError(f'{type(coder).__name__}: only DeltaXYWHBBoxCoder boxes export')
     boxes = delta2bbox(
         priors,
         deltas,
@@ -56,6 +54,13 @@ def _decode(coder, priors: Tensor, deltas: Tensor, image_hw) -> Tensor:
         boxes = torch.stack(
             [boxes[:, 0].clamp(0, w), boxes[:, 1].clamp(0, h), boxes[:, 2].clamp(0, w), boxes[:, 3].clamp(0, h)], dim=1)
     return boxes
+
+
+def _check_coders(*heads: nn.Module) -> None:
+    for head in heads:
+        if type(head.bbox_coder).__name__ != 'DeltaXYWHBBoxCoder':
+            raise TypeError(f'{type(head).__name__} decodes with {type(head.bbox_coder).__name__}: only '
+                            'DeltaXYWHBBoxCoder boxes export')
 
 
 def _size_filter(boxes: Tensor, min_size: float) -> Tensor:
@@ -76,6 +81,7 @@ class SingleStageExport(nn.Module):
         if type(head).__name__ not in ('RetinaHead', 'RetinaSepBNHead') or not head.use_sigmoid_cls:
             raise TypeError(f'{type(head).__name__}: only RetinaNet heads (RetinaHead, RetinaSepBNHead with sigmoid '
                             'scores) export among single-stage detectors')
+        _check_coders(head)
         self.model = model
         self.cfg = head.test_cfg
 
@@ -120,6 +126,7 @@ class TwoStageExport(nn.Module):
             if type(extractor).__name__ != 'SingleRoIExtractor' or any(
                     getattr(layer, 'pool_mode', 'avg') != 'avg' for layer in extractor.roi_layers):
                 raise TypeError(f'{type(extractor).__name__}: only SingleRoIExtractor with average RoIAlign exports')
+        _check_coders(model.rpn_head, roi_head.bbox_head)
         self.model = model
         self.with_mask = roi_head.with_mask
         self.output_names = ('boxes', 'scores', 'labels') + (('masks', ) if self.with_mask else ())

@@ -10,8 +10,8 @@ Exports MAViT-<arch> (random weights; MALA's plain PyTorch form, fp32, static sh
   PyTorch, ``'auto'`` replayed from CUDA graphs (``--precision``; CUDA only)
 
 Each row: median ms, img/s, and the largest difference of its outputs from PyTorch fp32 relative to the
-largest output magnitude. onnxruntime rows take ``--ort-repeats`` (a CPU provider at 512x2048 takes
-seconds per image).
+largest output magnitude. onnxruntime rows: ``--ort-repeats`` timed runs after one untimed run (a CPU
+provider at 512x2048 takes seconds per image).
 """
 import argparse
 import contextlib
@@ -39,16 +39,13 @@ def _rel_diff(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> float:
     return max(float(np.abs(o.astype(np.float32) - r).max() / (np.abs(r).max() + 1e-12)) for o, r in zip(outs, ref))
 
 
-def _ort_rows(path: str, x: np.ndarray, ref: List[np.ndarray], providers: Sequence[str], warmup: int,
-              repeats: int) -> List[dict]:
+def _ort_rows(path: str, x: np.ndarray, ref: List[np.ndarray], providers: Sequence[str], repeats: int) -> List[dict]:
     import onnxruntime as ort
     rows = []
     for provider in providers:
         session = ort.InferenceSession(path, providers=[provider])
         run = lambda: session.run(None, {'input': x})  # noqa: E731
-        outs = run()
-        for _ in range(max(1, warmup // 5)):
-            run()
+        outs = run()  # the untimed first run: onnxruntime allocates and plans here
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -99,7 +96,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f'mavit-{args.arch}.onnx')
         export_onnx(model, path, (h, w), batch_size=args.batch_size)
-        rows += _ort_rows(path, x.numpy(), ref, providers, args.warmup, args.ort_repeats)
+        rows += _ort_rows(path, x.numpy(), ref, providers, args.ort_repeats)
         for r in rows:
             print(f'  {r["runtime"]:55s} {r["median_ms"]:9.2f} ms', flush=True)
     xd = x.to(device)

@@ -10,7 +10,6 @@ logged iterations, and ``data_time``'s share: a data pipeline that keeps up has 
 import argparse
 import glob
 import json
-import os
 import os.path as osp
 import statistics
 import subprocess
@@ -42,19 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--out', help='write every figure as json (atomically)')
 
 
-def _toy_data_root(config: str, toy_root: str) -> str:
-    from mmengine.config import Config
-    return osp.join(toy_root, 'coco' if Config.fromfile(config).get('default_scope') == 'mmdet' else 'ade')
-
-
-def _schedule_options(config: str, epochs: int, iters: int) -> List[str]:
-    """``--cfg-options`` for a short run: the config's own loop, shortened, never validating, no init from
-    another run's checkpoint."""
+def _train_arguments(config: str, toy_root: str, epochs: int, iters: int) -> List[str]:
+    """``--data-root`` (the toy data of the config's codebase) and ``--cfg-options`` for a short run: the
+    config's own loop, shortened, never validating, no init from another run's checkpoint, every iteration
+    logged unsmoothed."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
-    loop = cfg.train_cfg
+    data_root = osp.join(toy_root, 'coco' if cfg.get('default_scope') == 'mmdet' else 'ade')
     opts = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1']
-    if 'max_epochs' in loop:
+    if 'max_epochs' in cfg.train_cfg:
         opts += [
             f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs + 1}',
             f'default_hooks.checkpoint.interval={epochs + 1}'
@@ -64,7 +59,7 @@ def _schedule_options(config: str, epochs: int, iters: int) -> List[str]:
             f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
             f'default_hooks.checkpoint.interval={iters + 1}'
         ]
-    return opts
+    return ['--data-root', data_root, '--cfg-options', *opts]
 
 
 def iteration_times(log_path: str, warmup: int) -> Dict[str, float]:
@@ -93,14 +88,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     for config in args.configs:
         for fast in settings:
             with tempfile.TemporaryDirectory() as work_dir:
-                cmd = [
-                    sys.executable,
-                    osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir, '--no-validate', '--data-root',
-                    _toy_data_root(config, args.toy_root)
-                ]
-                cmd += ['--fast-train'] * fast + ['--amp'] * args.amp
-                cmd += ['--cfg-options', *_schedule_options(config, args.epochs, args.iters)]
-                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=dict(os.environ))
+                cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
+                cmd += ['--no-validate'] + ['--fast-train'] * fast + ['--amp'] * args.amp
+                cmd += _train_arguments(config, args.toy_root, args.epochs, args.iters)
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise SystemExit(f'benchmark runner: {" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
                 logs = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))

@@ -1,10 +1,13 @@
 """Timing helpers shared by the benchmark tools: medians after warm-up, peak memory, the environment."""
+import contextlib
+import functools
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict, Iterator, List, Sequence
 
 import torch
+from torch import nn
 
 
 def environment() -> Dict[str, str]:
@@ -79,16 +82,69 @@ def measure(fn: Callable[[], object],
 # profiler event names of the host-side costs of an iteration
 LAUNCH_EVENTS = ('cudaLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKernel', 'cuLaunchKernelEx')
 SYNC_EVENTS = ('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaEventSynchronize')
+# a copy from pageable host memory first waits for the stream: the host blocks inside these too
+COPY_EVENTS = ('cudaMemcpyAsync', 'cudaMemcpy')
+PHASE_PREFIX = 'phase: '
 
 
-def profile_steps(fn: Callable[[], object], device: torch.device, steps: int = 3, top: int = 8) -> Dict[str, object]:
+@contextlib.contextmanager
+def phases(model: nn.Module, optim_wrapper: object = None) -> Iterator[List[str]]:
+    """Label the parts of an mmdet / mmseg model's training step for :func:`profile_steps`: the forwards of
+    its top-level submodules (data preprocessor, backbone, neck, heads), the heads' ``loss`` /
+    ``loss_and_predict``, and the optimizer wrapper's ``backward`` and ``step``. Yields the labels;
+    the instances' methods are restored on exit."""
+    from torch.profiler import record_function
+    patched, labels = [], []
+
+    def wrap(obj: object, method: str, label: str) -> None:
+        fn = getattr(obj, method, None)
+        if fn is None:
+            return
+
+        @functools.wraps(fn)
+        def labelled(*args, **kwargs):
+            with record_function(PHASE_PREFIX + label):
+                return fn(*args, **kwargs)
+
+        patched.append((obj, method, vars(obj).get(method)))  # an instance's own (e.g. CUDA-graphed) forward
+        setattr(obj, method, labelled)
+        labels.append(label)
+
+    for name, child in model.named_children():
+        if name.endswith('head'):
+            for method in ('loss_and_predict', 'loss'):
+                if hasattr(child, method):
+                    wrap(child, method, f'{name}.{method}')
+                    break
+        else:
+            wrap(child, 'forward', name)
+    if optim_wrapper is not None:
+        wrap(optim_wrapper, 'backward', 'backward')
+        wrap(optim_wrapper, 'step', 'optimizer step')
+    try:
+        yield labels
+    finally:
+        for obj, method, own in reversed(patched):
+            if own is None:
+                delattr(obj, method)
+            else:
+                setattr(obj, method, own)
+
+
+def profile_steps(fn: Callable[[], object],
+                  device: torch.device,
+                  steps: int = 3,
+                  top: int = 8,
+                  labels: Sequence[str] = ()) -> Dict[str, object]:
     """Where ``steps`` calls of ``fn`` spend their time, per call, from ``torch.profiler``.
 
     Returns:
         ``wall_ms``; on CUDA ``gpu_busy_ms`` (sum of kernel time), ``gpu_busy_frac``, ``kernel_launches``,
-        ``syncs`` (stream / device / event synchronisations), ``h2d_copies`` and ``h2d_ms`` (host-to-device
-        memcpy count and device time); always ``top_host_ops``: the ``top`` operators by self CPU time,
-        as ``(name, ms per call, calls per call)``.
+        ``syncs`` (stream / device / event synchronisations), ``wait_ms`` (host time inside those and inside
+        host-to-device copy calls, which wait for the stream when the source is pageable), ``h2d_copies``
+        and ``h2d_ms`` (host-to-device memcpy count and device time); always ``top_host_ops``: the ``top``
+        operators by self CPU time, as ``(name, ms per call, calls per call)``; with ``labels`` (from
+        :func:`phases`) ``phases``: per label, host ms, launches, syncs and wait ms per call.
     """
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -101,18 +157,45 @@ def profile_steps(fn: Callable[[], object], device: torch.device, steps: int = 3
         _sync(device)
         wall = (time.perf_counter() - start) / steps
     averages = prof.key_averages()
+    events = prof.events()
+    cpu = torch.autograd.DeviceType.CPU
     out: Dict[str, object] = {'wall_ms': 1e3 * wall, 'steps': steps}
+    launches = [e for e in events if e.name in LAUNCH_EVENTS]
+    waits = [e for e in events if e.name in SYNC_EVENTS + COPY_EVENTS]
     if device.type == 'cuda':
-        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [
+            e for e in events if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.startswith(PHASE_PREFIX)
+        ]
         busy = sum(e.device_time for e in kernels if not e.name.startswith('Memcpy')) / 1e3 / steps
         h2d = [e for e in kernels if e.name.startswith('Memcpy HtoD')]
         out.update(
             gpu_busy_ms=busy,
             gpu_busy_frac=busy / out['wall_ms'],
-            kernel_launches=sum(e.count for e in averages if e.key in LAUNCH_EVENTS) / steps,
-            syncs=sum(e.count for e in averages if e.key in SYNC_EVENTS) / steps,
+            kernel_launches=len(launches) / steps,
+            syncs=sum(1 for e in events if e.name in SYNC_EVENTS) / steps,
+            wait_ms=sum(_duration_us(e) for e in waits) / 1e3 / steps,
             h2d_copies=len(h2d) / steps,
             h2d_ms=sum(e.device_time for e in h2d) / 1e3 / steps)
     host = sorted((e for e in averages if e.key.startswith('aten::')), key=lambda e: -e.self_cpu_time_total)
     out['top_host_ops'] = [(e.key, e.self_cpu_time_total / 1e3 / steps, e.count / steps) for e in host[:top]]
+    if labels:
+        ranges = [e for e in events if e.device_type == cpu and e.name.startswith(PHASE_PREFIX)]
+        table = {}
+        for label in labels:
+            mine = [e for e in ranges if e.name == PHASE_PREFIX + label]
+            spans = [(e.time_range.start, e.time_range.end) for e in mine]
+
+            def inside(e, spans=spans) -> bool:
+                return any(a <= e.time_range.start <= b for a, b in spans)
+
+            table[label] = dict(
+                host_ms=sum(b - a for a, b in spans) / 1e3 / steps,
+                launches=sum(map(inside, launches)) / steps,
+                syncs=sum(1 for e in waits if e.name in SYNC_EVENTS and inside(e)) / steps,
+                wait_ms=sum(_duration_us(e) for e in waits if inside(e)) / 1e3 / steps)
+        out['phases'] = table
     return out
+
+
+def _duration_us(event) -> float:
+    return event.time_range.end - event.time_range.start

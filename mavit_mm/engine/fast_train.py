@@ -8,7 +8,8 @@ and those ``tools/misc/swap_backbone.py`` writes included) and returns what it c
   fused Adam / AdamW / SGD on CUDA);
 - dataloaders: pinned memory, and persistent workers where there are workers;
 - data preprocessor: non-blocking host-to-device copies, where its class takes ``non_blocking``;
-- mmdet: :class:`~mavit_mm.models.det.DeviceRandomSampler` for ``RandomSampler`` and
+- mmdet: :class:`~mavit_mm.models.det.DeviceMaxIoUAssigner` for ``MaxIoUAssigner``,
+  :class:`~mavit_mm.models.det.DeviceRandomSampler` for ``RandomSampler`` and
   :class:`~mavit_mm.models.det.DeviceFCNMaskHead` for ``FCNMaskHead`` (same maths, on the device).
 
 The losses are those of the plain config (tests compare them iteration by iteration on the CPU); only
@@ -21,7 +22,11 @@ from typing import Dict, List, Optional
 import torch
 from mmengine.config import Config
 
-DET_DROP_INS = {'RandomSampler': 'DeviceRandomSampler', 'FCNMaskHead': 'DeviceFCNMaskHead'}
+DET_DROP_INS = {
+    'MaxIoUAssigner': 'DeviceMaxIoUAssigner',
+    'RandomSampler': 'DeviceRandomSampler',
+    'FCNMaskHead': 'DeviceFCNMaskHead'
+}
 DET_MODULE = 'mavit_mm.models.det'
 
 
@@ -99,6 +104,6 @@ def apply_fast_train(cfg: Config, cuda: Optional[bool] = None) -> List[str]:
                 imports['imports'] = names + [DET_MODULE]
                 cfg.custom_imports = imports
             importlib.import_module(DET_MODULE)  # Config.fromfile ran the config's imports already
-            changes.append(f'model: {replaced} RandomSampler / FCNMaskHead -> DeviceRandomSampler / '
-                           'DeviceFCNMaskHead')
+            changes.append(f'model: {replaced} MaxIoUAssigner / RandomSampler / FCNMaskHead -> '
+                           'DeviceMaxIoUAssigner / DeviceRandomSampler / DeviceFCNMaskHead')
     return changes

@@ -9,6 +9,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
+from mmengine.structures import InstanceData
 from torch import nn
 
 from mavit_mm.engine.fast_train import apply_fast_train, replace_types
@@ -107,8 +108,9 @@ def test_apply_fast_train_on_detectors(config):
     cfg = Config.fromfile(config)
     changes = apply_fast_train(cfg, cuda=True)
     types = list(_types(cfg.model))
-    assert 'RandomSampler' not in types and 'FCNMaskHead' not in types
+    assert 'RandomSampler' not in types and 'FCNMaskHead' not in types and 'MaxIoUAssigner' not in types
     assert types.count('DeviceRandomSampler') == (2 if config == MASK_RCNN else 4)  # RPN + each RCNN stage
+    assert types.count('DeviceMaxIoUAssigner') == types.count('DeviceRandomSampler')
     assert cfg.optim_wrapper.constructor == 'GroupedOptimWrapperConstructor'
     assert cfg.train_dataloader.pin_memory and cfg.train_dataloader.persistent_workers
     assert cfg.model.data_preprocessor.non_blocking
@@ -117,10 +119,49 @@ def test_apply_fast_train_on_detectors(config):
     with DefaultScope.overwrite_default_scope('mmdet'):
         from mmdet.registry import MODELS
         model = MODELS.build(cfg.model)
-    from mavit_mm.models.det import DeviceFCNMaskHead, DeviceRandomSampler
+    from mavit_mm.models.det import DeviceFCNMaskHead, DeviceMaxIoUAssigner, DeviceRandomSampler
     heads = model.roi_head.mask_head if config == CASCADE else [model.roi_head.mask_head]
     assert all(isinstance(h, DeviceFCNMaskHead) for h in heads)
     assert isinstance(model.rpn_head.sampler, DeviceRandomSampler)
+    assert isinstance(model.rpn_head.assigner, DeviceMaxIoUAssigner)
+
+
+def _boxes(rng, n, size=100.0):
+    xy = rng.uniform(0, size, (n, 2))
+    return torch.from_numpy(np.concatenate([xy, xy + rng.uniform(4, 40, (n, 2))], 1)).float()
+
+
+@pytest.mark.parametrize('settings', [
+    dict(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, match_low_quality=True),
+    dict(pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5, match_low_quality=False),
+    dict(pos_iou_thr=0.5, neg_iou_thr=(0.1, 0.4), min_pos_iou=0.0, match_low_quality=True),
+    dict(pos_iou_thr=0.6, neg_iou_thr=0.4, min_pos_iou=0.2, match_low_quality=True, gt_max_assign_all=False),
+    dict(pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3, match_low_quality=True, ignore_iof_thr=0.5),
+])
+@pytest.mark.parametrize('num_gts', [0, 1, 9])
+def test_device_assigner_equals_mmdet_max_iou_assigner(settings, num_gts):
+    from mmdet.models.task_modules.assigners import MaxIoUAssigner
+
+    from mavit_mm.models.det import DeviceMaxIoUAssigner
+    rng = np.random.RandomState(num_gts)
+    priors = _boxes(rng, 400)
+    gts = _boxes(rng, num_gts)
+    if num_gts > 1:
+        # ties: a prior equal to two ground truths' box and a ground truth repeated; the last claim wins
+        priors[:3] = gts[0]
+        gts[-1] = gts[0]
+    pred = InstanceData(priors=priors)
+    gt = InstanceData(bboxes=gts, labels=torch.from_numpy(rng.randint(0, 80, num_gts)))
+    ignore = InstanceData(bboxes=_boxes(rng, 2)) if 'ignore_iof_thr' in settings else None
+    stock = MaxIoUAssigner(**settings).assign(pred, gt, ignore)
+    ours = DeviceMaxIoUAssigner(**settings).assign(pred, gt, ignore)
+    assert torch.equal(ours.gt_inds, stock.gt_inds)
+    assert torch.equal(ours.labels, stock.labels)
+    assert torch.equal(ours.max_overlaps, stock.max_overlaps)
+    assert ours.num_gts == stock.num_gts
+    if num_gts == 9 and settings['match_low_quality'] and settings['min_pos_iou'] > 0:
+        claimed = 3 if settings.get('gt_max_assign_all', True) else 1  # all best priors, or the first only
+        assert (stock.gt_inds[:claimed] == num_gts).all()  # the case the ties above set up
 
 
 def test_apply_fast_train_on_a_segmentor_touches_no_model_part():

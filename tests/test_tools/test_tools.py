@@ -108,7 +108,7 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
     assert '--fast-train: optim_wrapper.constructor = GroupedOptimWrapperConstructor' in log
     if framework in ('mask_rcnn', 'cascade_rcnn'):  # configs with a paramwise_cfg (no decay on norms)
         assert 'param groups merged into' in log
-        assert '-> DeviceRandomSampler / DeviceFCNMaskHead' in log
+        assert '-> DeviceMaxIoUAssigner / DeviceRandomSampler / DeviceFCNMaskHead' in log
     scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     losses = [s['loss'] for s in scalars if 'loss' in s]
     assert len(losses) == 2 and all(v == v and abs(v) < 1e4 for v in losses)  # finite

@@ -8,8 +8,10 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step;
   train  2 x 800x1344, forward + backward (loss = sum of the outputs' means), train mode
 
 Modes of MAViT: ``off`` (plain PyTorch, the baseline of every ratio), ``auto`` (the fast path: Triton
-MALA, channels-last maps) and ``graphs`` (``auto`` replayed from CUDA graphs,
-``mavit_mm.engine.enable_cuda_graphs(model, 'all')``); ``--with-cp`` adds the training step with
+MALA, channels-last maps), ``graphs`` (``auto`` replayed from CUDA graphs,
+``mavit_mm.engine.enable_cuda_graphs(model, 'all')``) and ``capture`` (inference only: ``auto`` captured
+by hand in one ``torch.cuda.graph`` for the one input, replayed with no shape lookup and no output copies:
+the floor ``graphs`` is measured against); ``--with-cp`` adds the training step with
 those recomputed parts. Peers: any of :func:`.peers.available_peers`. Median of ``--repeats`` after
 ``--warmup``, images/s, peak memory after warm-up (with CUDA graphs: plus what the graphs' memory pool
 holds beyond it). ``--sweep`` times one stage-1 attention layer (MALA vs softmax through SDPA) over
@@ -32,7 +34,7 @@ SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, tra
     'seg': ((512, 2048), 1, False),
     'train': ((800, 1344), 2, True)
 }
-MODES = ('off', 'auto', 'graphs')
+MODES = ('off', 'auto', 'graphs', 'capture')
 DEFAULT_PEERS = ('Swin-T (torchvision)', 'ConvNeXt-T (torchvision)', 'ResNet-50 (torchvision)')
 
 
@@ -78,6 +80,7 @@ def mavit_models(archs, modes, with_cp) -> Dict[str, Callable[[], nn.Module]]:
 
         def build() -> nn.Module:
             model = MAViT(arch=arch, fast_path='off' if mode == 'off' else 'auto', with_cp=cp or False)
+            model.plain_capture = mode == 'capture'
             return enable_cuda_graphs(model, 'all') if mode == 'graphs' else model
 
         return build
@@ -85,7 +88,7 @@ def mavit_models(archs, modes, with_cp) -> Dict[str, Callable[[], nn.Module]]:
     models = {}
     for a in archs:
         for mode in ('off', ) + tuple(m for m in modes if m != 'off'):
-            for cp in [None] + ([] if mode == 'off' else [_with_cp(c) for c in with_cp]):
+            for cp in [None] + ([] if mode in ('off', 'capture') else [_with_cp(c) for c in with_cp]):
                 if mode == 'graphs' and cp and 'block' in cp:
                     continue  # the training graphs cannot capture whole-block recomputation
                 label = f'MAViT-{a.upper()} ({mode}' + (f', with_cp={"+".join(cp)})' if cp else ')')
@@ -100,6 +103,8 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, precision: str) -> C
         with autocast(x.device, precision):
             return model(x)
 
+    if not train and getattr(model, 'plain_capture', False) and x.is_cuda:
+        return captured_forward(model, x, precision)
     if not train:
 
         def infer():
@@ -117,6 +122,33 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, precision: str) -> C
     return train_step
 
 
+def captured_forward(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], object]:
+    """``model``'s no-grad forward captured once in a CUDA graph, as the PyTorch docs write it by hand:
+    warm-up on a side stream, one capture over a static input, then each call copies ``x`` in and replays."""
+    static_x = x.clone()
+
+    def run():
+        with torch.no_grad(), autocast(x.device, precision):
+            return model(static_x)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = run()
+
+    def replay():
+        static_x.copy_(x)
+        graph.replay()
+        return outputs
+
+    return replay
+
+
 def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, device) -> List[dict]:
     from mavit_mm.engine.cuda_graphs import cuda_graphs_mode, graph_pool_bytes
     (h, w), batch, train = SETTINGS[name]
@@ -127,6 +159,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     for label, make in models.items():
         if not train and 'with_cp=' in label:
             continue  # checkpointing changes training only
+        if train and label.endswith('(capture)'):
+            continue  # a hand capture of the training step is what mode graphs is
         model = make().to(device)
         model.train(train)  # some backbones' train() returns None
         graphed = cuda_graphs_mode(model) is not None and device.type == 'cuda'

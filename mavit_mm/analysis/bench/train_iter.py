@@ -4,12 +4,14 @@ Each config's own model and optimizer wrapper (``optim_wrapper``; ``--precision`
 config alike: ``fp16`` / ``bf16`` an ``AmpOptimWrapper`` as ``tools/train.py --amp`` (dynamic loss scale),
 ``fp32`` a plain ``OptimWrapper``), random backbone weights, SyncBN as BN, on a fixed synthetic batch
 (``--batch-size`` images of ``--shape``; detectors: 10 boxes with masks each, mmdet's ``demo_mm_inputs``;
-segmentors: random label maps): ``model.train_step`` as the Runner calls it.
+segmentors: random label maps; with ``--fast-train`` its images pinned, as the dataloader then delivers
+them): ``model.train_step`` as the Runner calls it.
 
 ``--fast-train on`` measures each config through :func:`mavit_mm.engine.apply_fast_train` (what
 ``tools/train.py --fast-train`` does), ``both`` plain and fast in the same run. ``--profile N`` adds, per
 config, a ``torch.profiler`` summary of N more steps: GPU-busy time, kernel launches, synchronisations,
-host-to-device copies and the top host-side operators.
+the host's time waiting on the GPU, host-to-device copies, the top host-side operators, and the same per
+phase of the step (data preprocessor, backbone, neck, each head's loss, backward, optimizer step).
 """
 import argparse
 import contextlib
@@ -18,7 +20,7 @@ from typing import List
 
 import torch
 
-from ..benchmarking import environment, measure, profile_steps
+from ..benchmarking import environment, measure, phases, profile_steps
 from . import add_common_arguments, check_device, no_tf32, non_negative_int, print_env
 
 
@@ -32,6 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help='measure through tools/train.py --fast-train\'s changes; both: plain and fast (default: off)')
     parser.add_argument(
         '--profile', type=non_negative_int, default=0, metavar='N', help='profile N more steps per config (0: none)')
+    parser.add_argument(
+        '--cuda-graphs',
+        action='store_true',
+        help="replay each model's backbone from CUDA graphs in training, as tools/train.py --cuda-graphs train "
+        '(fixed input shape; rows marked [graphs])')
 
 
 def _prepare(config: str, precision, device: torch.device, fast: bool = False):
@@ -60,8 +67,16 @@ def _prepare(config: str, precision, device: torch.device, fast: bool = False):
     return cfg, model, optim_wrapper
 
 
-def synthetic_batch(scope: str, batch: int, shape) -> dict:
-    """A fixed training batch as the data preprocessor receives it."""
+def synthetic_batch(scope: str, batch: int, shape, pin_memory: bool = False) -> dict:
+    """A fixed training batch as the data preprocessor receives it; with ``pin_memory`` its images in
+    pinned memory, as a dataloader with ``pin_memory=True`` delivers them (``--fast-train`` sets that)."""
+    packed = _synthetic_batch(scope, batch, shape)
+    if pin_memory:
+        packed['inputs'] = [x.pin_memory() for x in packed['inputs']]
+    return packed
+
+
+def _synthetic_batch(scope: str, batch: int, shape) -> dict:
     if scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
         return demo_mm_inputs(
@@ -91,18 +106,25 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     modes = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
     for config, fast in [(c, f) for c in args.configs for f in modes]:
         cfg, model, optim_wrapper = _prepare(config, args.precision, device, fast)
-        packed = synthetic_batch(cfg.default_scope, args.batch_size, args.shape)
+        if args.cuda_graphs:
+            from mavit_mm.engine import enable_cuda_graphs
+            enable_cuda_graphs(model.backbone, 'train')
+        packed = synthetic_batch(
+            cfg.default_scope, args.batch_size, args.shape, pin_memory=fast and device.type == 'cuda')
         exact = no_tf32() if args.precision == 'fp32' else contextlib.nullcontext()
         with DefaultScope.overwrite_default_scope(cfg.default_scope), exact:
 
             def step(model=model, optim_wrapper=optim_wrapper):
                 return model.train_step(packed, optim_wrapper)
 
-            r = measure(step, device, args.warmup, args.repeats)
+            r = measure(step, device, args.warmup, args.repeats, settle=3 if args.cuda_graphs else 1)
             if args.profile:
-                r['profile'] = profile_steps(step, device, args.profile)
+                with phases(model, optim_wrapper) as labels:
+                    r['profile'] = profile_steps(step, device, args.profile, labels=labels)
         r.update(
-            config=osp.splitext(osp.basename(config))[0] + (' [fast-train]' if fast else ''),
+            config=osp.splitext(osp.basename(config))[0] + (' [fast-train]' if fast else '') +
+            (' [graphs]' if args.cuda_graphs else ''),
+            cuda_graphs=args.cuda_graphs,
             fast_train=fast,
             batch_size=args.batch_size,
             shape=list(args.shape),
@@ -121,9 +143,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
 
 
 def print_profile(p: dict) -> None:
-    """The profile summary under a config's line."""
+    """The profile summary under a config's line: totals, then per phase of the step."""
     if 'gpu_busy_ms' in p:
         print(f'    GPU busy {p["gpu_busy_ms"]:.1f} of {p["wall_ms"]:.1f} ms ({100 * p["gpu_busy_frac"]:.0f} %), '
-              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs, '
-              f'{p["h2d_copies"]:.0f} H2D copies ({p["h2d_ms"]:.1f} ms)')
+              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs, host waiting on the GPU '
+              f'{p["wait_ms"]:.1f} ms, {p["h2d_copies"]:.0f} H2D copies ({p["h2d_ms"]:.1f} ms)')
     print('    top host ops: ' + ', '.join(f'{name} {ms:.1f} ms' for name, ms, _ in p['top_host_ops'][:5]))
+    if p.get('phases'):
+        print(f'    {"phase":34s} {"host ms":>8s} {"launches":>9s} {"syncs":>6s} {"wait ms":>8s}')
+        for label, ph in p['phases'].items():
+            print(f'    {label:34s} {ph["host_ms"]:8.1f} {ph["launches"]:9.0f} {ph["syncs"]:6.0f} {ph["wait_ms"]:8.1f}')

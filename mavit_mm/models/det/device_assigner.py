@@ -1,0 +1,56 @@
+"""``MaxIoUAssigner`` whose assignment runs as whole-tensor operations, without host synchronisation."""
+import torch
+from mmdet.models.task_modules.assigners import AssignResult, MaxIoUAssigner
+from mmdet.registry import TASK_UTILS
+from torch import Tensor
+
+
+@TASK_UTILS.register_module()
+class DeviceMaxIoUAssigner(MaxIoUAssigner):
+    """mmdet's ``MaxIoUAssigner`` (same arguments and result) with a synchronisation-free assignment step.
+
+    The stock step loops over the ground truths for the low-quality matches, reading each one's best IoU
+    on the host (one synchronisation per ground truth and image) and writing with boolean-mask indexing
+    (one more each). Here every step is a ``torch.where`` over the ``(num_gts, num_priors)`` overlaps; where
+    several ground truths claim a prior as their best match, the last one wins, as in the stock loop.
+    """
+
+    def assign_wrt_overlaps(self, overlaps: Tensor, gt_labels: Tensor) -> AssignResult:
+        """Assign each of the ``n`` priors to one of the ``k`` ground truths.
+
+        Args:
+            overlaps: ``(k, n)`` IoU of every ground truth with every prior.
+            gt_labels: ``(k,)`` the ground truths' labels.
+
+        Returns:
+            ``gt_inds`` ``(n,)``: -1 ignored, 0 background, i + 1 ground truth i; ``max_overlaps`` ``(n,)``;
+            ``labels`` ``(n,)``: the assigned ground truth's label, -1 elsewhere.
+        """
+        num_gts, num_priors = overlaps.shape
+        if num_gts == 0 or num_priors == 0:
+            return super().assign_wrt_overlaps(overlaps, gt_labels)
+        max_overlaps, argmax_overlaps = overlaps.max(dim=0)
+        gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)
+
+        assigned = torch.full_like(argmax_overlaps, -1)
+        if isinstance(self.neg_iou_thr, float):
+            negative = (max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)
+        else:
+            low, high = self.neg_iou_thr
+            negative = (max_overlaps >= low) & (max_overlaps < high)
+        assigned = torch.where(negative, 0, assigned)
+        assigned = torch.where(max_overlaps >= self.pos_iou_thr, argmax_overlaps + 1, assigned)
+
+        if self.match_low_quality:
+            eligible = gt_max_overlaps >= self.min_pos_iou
+            if self.gt_max_assign_all:
+                claims = (overlaps == gt_max_overlaps[:, None]) & eligible[:, None]
+            else:
+                claims = torch.zeros_like(overlaps, dtype=torch.bool)
+                claims[torch.arange(num_gts, device=overlaps.device), gt_argmax_overlaps] = eligible
+            gt_ids = torch.arange(1, num_gts + 1, device=overlaps.device)
+            last_claim = (claims * gt_ids[:, None]).amax(dim=0)  # 0 where no ground truth claims the prior
+            assigned = torch.where(last_claim > 0, last_claim, assigned)
+
+        labels = torch.where(assigned > 0, gt_labels[(assigned - 1).clamp(min=0)], -1)
+        return AssignResult(num_gts=num_gts, gt_inds=assigned, max_overlaps=max_overlaps, labels=labels)

@@ -3,6 +3,7 @@ collect_results.py and benchmark.py."""
 import json
 import os.path as osp
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,7 +141,55 @@ def test_benchmark_train_iter_fast_train_and_profile(tmp_path, capsys):
         assert ops and all(name.startswith('aten::') and ms >= 0 for name, ms, _ in ops)
         assert [ms for _, ms, _ in ops] == sorted((ms for _, ms, _ in ops), reverse=True)
         assert any('conv' in name for name, _, _ in ops)  # convolutions dominate a detector's CPU step
-    assert 'top host ops: aten::' in capsys.readouterr().out
+        phases = r['profile']['phases']
+        assert list(phases) == [
+            'data_preprocessor', 'backbone', 'neck', 'rpn_head.loss_and_predict', 'roi_head.loss', 'backward',
+            'optimizer step'
+        ]
+        assert all(p['host_ms'] > 0 for p in phases.values())
+        # the phases follow one another inside the step: together no longer than it
+        assert sum(p['host_ms'] for p in phases.values()) <= r['profile']['wall_ms']
+    out = capsys.readouterr().out
+    assert 'top host ops: aten::' in out and 'rpn_head.loss_and_predict' in out
+
+
+def test_phases_label_a_step_and_restore_the_methods():
+    from torch import nn
+
+    from mavit_mm.analysis.benchmarking import phases, profile_steps
+
+    class Head(nn.Linear):
+
+        def loss(self, x):
+            return self(x).sum()
+
+    class Model(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Linear(4, 4)
+            self.bbox_head = Head(4, 1)
+
+        def forward(self, x):
+            return self.bbox_head.loss(self.backbone(x))
+
+    model = Model()
+    own = model.backbone.forward  # an instance's own forward, as CUDA graphs install, comes back as it was
+    model.backbone.forward = own
+    x = torch.randn(3, 4)
+    with phases(model) as labels:
+        assert labels == ['backbone', 'bbox_head.loss']
+        p = profile_steps(lambda: model(x), torch.device('cpu'), steps=2, labels=labels)
+    assert set(p['phases']) == {'backbone', 'bbox_head.loss'} and p['phases']['backbone']['host_ms'] > 0
+    assert model.backbone.forward is own and 'loss' not in vars(model.bbox_head)
+
+
+def test_synthetic_detection_batch_has_uint8_masks_as_the_pipeline_makes():
+    from mavit_mm.analysis.bench.train_iter import synthetic_batch
+    packed = synthetic_batch('mmdet', 2, (32, 48))
+    masks = [s.gt_instances.masks for s in packed['data_samples']]
+    assert all(m.masks.dtype == np.uint8 and m.masks.shape == (10, 32, 48) for m in masks)
+    assert all(m.masks.max() == 1 for m in masks)  # still the demo's shapes, as 0 / 1
 
 
 def test_benchmark_backbone_runs_on_cpu(tmp_path):
@@ -148,15 +197,16 @@ def test_benchmark_backbone_runs_on_cpu(tmp_path):
     with_cp (here ffn + stem) only in training steps; the sweep has all three attention kinds."""
     out_json = tmp_path / 'bench.json'
     assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', 'ResNet-50 (torchvision)',
-                     '--modes', 'auto', 'graphs', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train', '--batch-size',
-                     '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1', '--sweep',
+                     '--modes', 'auto', 'graphs', 'capture', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train',
+                     '--batch-size', '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1', '--sweep',
                      str(tmp_path / 'sweep.png'), '--sweep-sizes', '64', '--out', str(out_json)) == 0
     result = json.loads(out_json.read_text())
     labels = [(r['setting'], r['model']) for r in result['rows']]
     assert labels == [('cls', 'MAViT-T (off)'), ('cls', 'MAViT-T (auto)'), ('cls', 'MAViT-T (graphs)'),
-                      ('cls', 'ResNet-50 (torchvision)'), ('train', 'MAViT-T (off)'), ('train', 'MAViT-T (auto)'),
-                      ('train', 'MAViT-T (auto, with_cp=ffn+stem)'), ('train', 'MAViT-T (graphs)'),
-                      ('train', 'MAViT-T (graphs, with_cp=ffn+stem)'), ('train', 'ResNet-50 (torchvision)')]
+                      ('cls', 'MAViT-T (capture)'), ('cls', 'ResNet-50 (torchvision)'), ('train', 'MAViT-T (off)'),
+                      ('train', 'MAViT-T (auto)'), ('train', 'MAViT-T (auto, with_cp=ffn+stem)'),
+                      ('train', 'MAViT-T (graphs)'), ('train', 'MAViT-T (graphs, with_cp=ffn+stem)'),
+                      ('train', 'ResNet-50 (torchvision)')]
     for r in result['rows']:
         ref = next(x for x in result['rows'] if x['setting'] == r['setting'] and x['model'].endswith('(off)'))
         assert abs(r['speedup_vs_off'] - ref['median_ms'] / r['median_ms']) < 1e-9

@@ -3,7 +3,7 @@
 Each config's own model and optimizer wrapper (``optim_wrapper``; ``--precision`` replaces it for every
 config alike: ``fp16`` / ``bf16`` an ``AmpOptimWrapper`` as ``tools/train.py --amp`` (dynamic loss scale),
 ``fp32`` a plain ``OptimWrapper``), random backbone weights, SyncBN as BN, on a fixed synthetic batch
-(``--batch-size`` images of ``--shape``; detectors: 10 boxes with masks each, mmdet's ``demo_mm_inputs``;
+(``--batch-size`` images of ``--shape``; detectors: 10 boxes with uint8 masks each, mmdet's ``demo_mm_inputs``;
 segmentors: random label maps; with ``--fast-train`` its images pinned, as the dataloader then delivers
 them): ``model.train_step`` as the Runner calls it.
 
@@ -18,6 +18,7 @@ import contextlib
 import os.path as osp
 from typing import List
 
+import numpy as np
 import torch
 
 from ..benchmarking import environment, measure, phases, profile_steps
@@ -78,9 +79,14 @@ def synthetic_batch(scope: str, batch: int, shape, pin_memory: bool = False) -> 
 
 def _synthetic_batch(scope: str, batch: int, shape) -> dict:
     if scope == 'mmdet':
+        from mmdet.structures.mask import BitmapMasks
         from mmdet.testing import demo_mm_inputs
-        return demo_mm_inputs(
+        packed = demo_mm_inputs(
             batch_size=batch, image_shapes=[(3, *shape)] * batch, num_items=[10] * batch, with_mask=True)
+        for sample in packed['data_samples']:  # uint8, as LoadAnnotations decodes them (the demo's are float64)
+            masks = sample.gt_instances.masks
+            sample.gt_instances.masks = BitmapMasks(masks.masks.astype(np.uint8), masks.height, masks.width)
+        return packed
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     g = torch.Generator().manual_seed(0)

@@ -153,8 +153,9 @@ def test_device_assigner_equals_mmdet_max_iou_assigner(settings, num_gts):
     pred = InstanceData(priors=priors)
     gt = InstanceData(bboxes=gts, labels=torch.from_numpy(rng.randint(0, 80, num_gts)))
     ignore = InstanceData(bboxes=_boxes(rng, 2)) if 'ignore_iof_thr' in settings else None
-    stock = MaxIoUAssigner(**settings).assign(pred, gt, ignore)
-    ours = DeviceMaxIoUAssigner(**settings).assign(pred, gt, ignore)
+    with DefaultScope.overwrite_default_scope('mmdet'):  # the IoU calculator is built from mmdet's registry
+        stock = MaxIoUAssigner(**settings).assign(pred, gt, ignore)
+        ours = DeviceMaxIoUAssigner(**settings).assign(pred, gt, ignore)
     assert torch.equal(ours.gt_inds, stock.gt_inds)
     assert torch.equal(ours.labels, stock.labels)
     assert torch.equal(ours.max_overlaps, stock.max_overlaps)

@@ -48,9 +48,9 @@ class DeviceMaxIoUAssigner(MaxIoUAssigner):
             else:
                 claims = torch.zeros_like(overlaps, dtype=torch.bool)
                 claims[torch.arange(num_gts, device=overlaps.device), gt_argmax_overlaps] = eligible
-            gt_ids = torch.arange(1, num_gts + 1, device=overlaps.device)
-            last_claim = (claims * gt_ids[:, None]).amax(dim=0)  # 0 where no ground truth claims the prior
-            assigned = torch.where(last_claim > 0, last_claim, assigned)
+            # the last claim wins: argmax over the reversed rows finds it (argmax returns the first maximum)
+            last_claim = num_gts - claims.flip(0).to(torch.uint8).argmax(dim=0)  # 1-based ground-truth index
+            assigned = torch.where(claims.any(dim=0), last_claim, assigned)
 
         labels = torch.where(assigned > 0, gt_labels[(assigned - 1).clamp(min=0)], -1)
         return AssignResult(num_gts=num_gts, gt_inds=assigned, max_overlaps=max_overlaps, labels=labels)

@@ -103,6 +103,8 @@ def _synthetic_batch(scope: str, batch: int, shape) -> dict:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     from mmengine.registry import DefaultScope
     device = check_device(parser, args.device)
+    if args.cuda_graphs and device.type != 'cuda':
+        parser.error('--cuda-graphs replays CUDA graphs: it needs --device cuda')
     for config in args.configs:
         if not config.startswith(('mmdet::', 'mmseg::')) and not osp.isfile(config):
             parser.error(f'config {config} not found')

@@ -51,18 +51,36 @@ def graphs_applicable(module: nn.Module, x: Tensor) -> bool:
             and not torch.cuda.is_current_stream_capturing())
 
 
-def _key(module: nn.Module, x: Tensor) -> Hashable:
+def _state_key(module: nn.Module, training: bool = False) -> Tuple[int, ...]:
+    """The addresses of ``module``'s parameters and buffers (a graph reads them at fixed addresses: a
+    moved or replaced tensor invalidates it) and, with ``training``, every parameter's ``requires_grad``
+    and every submodule's ``training`` flag.
+
+    One walk over the modules' own dicts: it runs before every replay, and ``module.parameters()``,
+    ``buffers()`` and ``modules()`` with their generators and de-duplication cost about 8x as much
+    (0.4 ms for MAViT-T on a 2-core CPU, time in which the GPU would idle after each replay)."""
+    out: List[int] = []
+    stack = [module]
+    while stack:
+        mod = stack.pop()
+        if training:
+            out.append(mod.training)
+        for p in mod._parameters.values():
+            if p is not None:
+                out.append(p.data_ptr())
+                if training:
+                    out.append(p.requires_grad)
+        for b in mod._buffers.values():
+            if b is not None:
+                out.append(b.data_ptr())
+        stack.extend(m for m in mod._modules.values() if m is not None)
+    return tuple(out)
+
+
+def _key(module: nn.Module, x: Tensor, training: bool = False) -> Hashable:
     amp = torch.is_autocast_enabled('cuda')
-    return (
-        tuple(x.shape),
-        x.stride(),
-        x.dtype,
-        x.device,
-        amp,
-        torch.get_autocast_dtype('cuda') if amp else None,
-        # the graph reads the weights at fixed addresses: a moved / replaced parameter invalidates it
-        tuple(t.data_ptr() for t in module.parameters()),
-        tuple(t.data_ptr() for t in module.buffers()))
+    return (tuple(x.shape), x.stride(), x.dtype, x.device, amp, torch.get_autocast_dtype('cuda') if amp else None,
+            _state_key(module, training))
 
 
 def run_graphed(module: nn.Module,
@@ -158,8 +176,7 @@ def train_graphs_applicable(module: nn.Module, x: Tensor) -> bool:
 
 
 def _train_key(module: nn.Module, x: Tensor) -> Hashable:
-    return (_key(module, x), x.requires_grad, tuple(p.requires_grad for p in module.parameters()),
-            tuple(m.training for m in module.modules()))
+    return _key(module, x, training=True), x.requires_grad
 
 
 def _release_grads(state: '_TrainState') -> None:

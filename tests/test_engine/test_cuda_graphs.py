@@ -53,6 +53,39 @@ def test_graph_gradient_buffers_must_not_become_grad():
     assert weight.grad.tolist() == [10.0] * 3  # not 6: the first gradient was overwritten, then doubled
 
 
+def test_graph_key_changes_with_every_way_a_weight_can_move():
+    """A graph reads weights and buffers at fixed addresses, so its cache key must change whenever one
+    moves: ``.data`` replaced (what ``model.to`` does to a parameter), a buffer replaced in the dict (what
+    ``model.to`` does to a buffer), a parameter or submodule assigned anew; in training also a
+    ``requires_grad`` or ``train()`` / ``eval()`` of any submodule. It does not change on in-place updates."""
+    model = MAViT(arch='t', out_norms=False)
+    x = torch.randn(1, 3, 32, 32)
+    block = model.layers[1].blocks[0]
+    key, train_key = cuda_graphs._key(model, x), cuda_graphs._train_key(model, x)
+    assert cuda_graphs._key(copy.deepcopy(model), x) != key
+    expected = sorted(t.data_ptr() for t in [*model.parameters(), *model.buffers()])
+    assert sorted(key[-1]) == expected  # every tensor the forward may read, and nothing else
+
+    with torch.no_grad():
+        block.gamma_1.add_(1.0)  # an optimizer step: same memory
+    assert cuda_graphs._key(model, x) == key and cuda_graphs._train_key(model, x) == train_key
+
+    changes = [
+        lambda: setattr(block.gamma_1, 'data', block.gamma_1.data.clone()),
+        lambda: block.attn.qkvo._parameters.__setitem__('bias', torch.nn.Parameter(block.attn.qkvo.bias.clone())),
+        lambda: model.patch_embed.proj[1]._buffers.__setitem__('running_mean', torch.zeros(32)),
+        lambda: setattr(block, 'pos', copy.deepcopy(block.pos)),
+    ]
+    for change in changes:
+        before = cuda_graphs._key(model, x)
+        change()
+        assert cuda_graphs._key(model, x) != before
+    for change in [lambda: block.norm1.eval(), lambda: block.gamma_2.requires_grad_(False)]:
+        before_eval, before = cuda_graphs._key(model, x), cuda_graphs._train_key(model, x)
+        change()
+        assert cuda_graphs._train_key(model, x) != before and cuda_graphs._key(model, x) == before_eval
+
+
 @needs_cuda
 def test_cuda_graphs_replay_fresh_results_per_input_and_shape():
     """Eval forwards replayed from CUDA graphs equal eager forwards, for new inputs of a captured

@@ -223,6 +223,8 @@ def test_benchmark_backbone_runs_on_cpu(tmp_path):
     (['train-iter', 'configs/nope.py', '--device', 'cpu'], 'config configs/nope.py not found'),
     (['train-iter', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', '--device', 'cpu', '--cuda-graphs'
       ], '--cuda-graphs replays CUDA graphs: it needs --device cuda'),
+    (['model', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py', '--device', 'cpu', '--cuda-graphs'
+      ], '--cuda-graphs replays CUDA graphs: it needs --device cuda'),
     (['memory', '--device', 'tpu'], "--device 'tpu' is not a device"),
 ])
 def test_benchmark_says_what_is_wrong(args, message, capsys):

@@ -3,7 +3,8 @@
 Defaults as the paper's figures: classification 224x224 batch 64 (Fig. 5), segmentation 512x2048
 batch 1 (Fig. 6), detection 800x1280 batch 1. The model runs in eval mode, ``mode='tensor'`` (raw
 head outputs, no post-processing; two-stage detectors get 1000 fixed proposals), random weights,
-under ``torch.no_grad``.
+under ``torch.no_grad``. ``--cuda-graphs`` replays the backbone from CUDA graphs, as ``tools/test.py
+--cuda-graphs`` does.
 """
 import argparse
 import os.path as osp
@@ -21,12 +22,18 @@ BATCH_SIZES = {'mmpretrain': 64, 'mmseg': 1, 'mmdet': 1}  # Fig. 5: batch 64; Fi
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('config')
     add_common_arguments(parser, warmup=10, repeats=30, precision='fp32')
+    parser.add_argument(
+        '--cuda-graphs',
+        action='store_true',
+        help="replay the backbone from CUDA graphs, as tools/test.py --cuda-graphs (CUDAGraphHook, mode='eval')")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     from mavit_mm.utils.config_tools import build_model, load_model_config
     device = check_device(parser, args.device)
+    if args.cuda_graphs and device.type != 'cuda':
+        parser.error('--cuda-graphs replays CUDA graphs: it needs --device cuda')
     try:
         cfg = load_model_config(args.config, args.cfg_options)
     except (FileNotFoundError, ValueError) as e:
@@ -37,6 +44,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     env = environment()
     print_env(env)
     model = build_model(cfg).to(device).eval()
+    if args.cuda_graphs:
+        from mavit_mm.engine import enable_cuda_graphs
+        enable_cuda_graphs(model.backbone, 'eval')
     two_stage = scope == 'mmdet' and getattr(model, 'with_rpn', False)
     samples = dummy_data_samples(scope, shape, two_stage)
     if samples is not None:
@@ -54,9 +64,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         shape=list(shape),
         batch_size=batch,
         precision=args.precision,
+        cuda_graphs=args.cuda_graphs,
         images_per_s=batch / (result['median_ms'] / 1e3),
         env=env)
-    print(f'{result["config"]}: batch {batch} x 3 x {shape[0]} x {shape[1]}, {args.precision}, {device}')
+    print(f'{result["config"]}: batch {batch} x 3 x {shape[0]} x {shape[1]}, {args.precision}, {device}'
+          f'{", backbone from CUDA graphs" if args.cuda_graphs else ""}')
     line = f'median {result["median_ms"]:.2f} ms (min {result["min_ms"]:.2f}, max {result["max_ms"]:.2f}, ' \
            f'{args.repeats} repeats after {args.warmup} warm-up), {result["images_per_s"]:.1f} img/s'
     if 'peak_mem_mib' in result:

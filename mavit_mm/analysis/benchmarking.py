@@ -142,7 +142,8 @@ def profile_steps(fn: Callable[[], object],
         ``wall_ms``; on CUDA ``gpu_busy_ms`` (sum of kernel time), ``gpu_busy_frac``, ``kernel_launches``,
         ``syncs`` (stream / device / event synchronisations), ``wait_ms`` (host time inside those and inside
         host-to-device copy calls, which wait for the stream when the source is pageable), ``h2d_copies``
-        and ``h2d_ms`` (host-to-device memcpy count and device time); always ``top_host_ops``: the ``top``
+        and ``h2d_ms`` (host-to-device memcpy count and device time), ``top_kernels``: the ``top`` most launched
+        kernels as ``(name, launches per call, device ms per call)``; always ``top_host_ops``: the ``top``
         operators by self CPU time, as ``(name, ms per call, calls per call)``; with ``labels`` (from
         :func:`phases`) ``phases``: per label, host ms, launches, syncs and wait ms per call.
     """
@@ -176,6 +177,13 @@ def profile_steps(fn: Callable[[], object],
             wait_ms=sum(_duration_us(e) for e in waits) / 1e3 / steps,
             h2d_copies=len(h2d) / steps,
             h2d_ms=sum(e.device_time for e in h2d) / 1e3 / steps)
+        counts: Dict[str, List[float]] = {}
+        for e in kernels:
+            c = counts.setdefault(e.name, [0, 0.0])
+            c[0] += 1
+            c[1] += e.device_time
+        most = sorted(counts.items(), key=lambda kv: -kv[1][0])[:top]
+        out['top_kernels'] = [(name, n / steps, us / 1e3 / steps) for name, (n, us) in most]
     host = sorted((e for e in averages if e.key.startswith('aten::')), key=lambda e: -e.self_cpu_time_total)
     out['top_host_ops'] = [(e.key, e.self_cpu_time_total / 1e3 / steps, e.count / steps) for e in host[:top]]
     if labels:

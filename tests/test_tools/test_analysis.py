@@ -315,3 +315,18 @@ def test_benchmark_runner_reads_time_and_data_time_of_a_real_run(tmp_path):
     assert row['config'] == 'upernet_mavit-t_toy' and row['iters'] == 3 and row['fast_train'] is False
     assert 0 < row['data_time_ms'] < row['time_ms']
     assert row['data_share'] == pytest.approx(row['data_time_ms'] / row['time_ms'])
+
+
+def test_benchmark_backbone_profile_names_the_host_costs(tmp_path, capsys):
+    """``--profile 1``: every row gets the profiler's summary, whose top host operators are the model's own
+    (convolutions for MAViT; on CPU there are no kernel launches to count)."""
+    out_json = tmp_path / 'bench.json'
+    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', '--modes', 'auto',
+                     '--settings', 'cls', '--batch-size', '1', '--shape', '64', '64', '--warmup', '0', '--repeats',
+                     '1', '--profile', '1', '--out', str(out_json)) == 0
+    rows = json.loads(out_json.read_text())['rows']
+    assert [r['model'] for r in rows] == ['MAViT-T (off)', 'MAViT-T (auto)']
+    for r in rows:
+        ops = [name for name, ms, calls in r['profile']['top_host_ops']]
+        assert any('convolution' in op for op in ops) and r['profile']['steps'] == 1
+    assert 'top host ops: aten::' in capsys.readouterr().out

@@ -14,7 +14,8 @@ by hand in one ``torch.cuda.graph`` for the one input, replayed with no shape lo
 the floor ``graphs`` is measured against); ``--with-cp`` adds the training step with
 those recomputed parts. Peers: any of :func:`.peers.available_peers`. Median of ``--repeats`` after
 ``--warmup``, images/s, peak memory after warm-up (with CUDA graphs: plus what the graphs' memory pool
-holds beyond it). ``--sweep`` times one stage-1 attention layer (MALA vs softmax through SDPA) over
+holds beyond it). ``--profile N`` adds, per model, N profiled steps: GPU-busy time, kernel launches and
+the most launched kernels (where a launch-bound step's host time goes). ``--sweep`` times one stage-1 attention layer (MALA vs softmax through SDPA) over
 image sizes and draws it.
 """
 import argparse
@@ -25,8 +26,8 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import nn
 
-from ..benchmarking import environment, measure
-from . import add_common_arguments, autocast, check_device, no_tf32, print_env
+from ..benchmarking import environment, measure, profile_steps
+from . import add_common_arguments, autocast, check_device, no_tf32, non_negative_int, print_env
 from .peers import available_peers
 
 SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, train
@@ -59,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs='*',
         default=list(DEFAULT_PEERS),
         help='peer backbones by name (`--peers` alone: none; `--peers all`: every installed one)')
+    parser.add_argument(
+        '--profile',
+        type=non_negative_int,
+        default=0,
+        metavar='N',
+        help='profile N more steps per model: GPU busy, kernel launches, the most launched kernels (0: none)')
     parser.add_argument('--sweep', help='also run the attention sweep and draw it to this PNG')
     parser.add_argument('--sweep-sizes', type=int, nargs='+', default=[256, 512, 1024, 1536, 2048])
     add_common_arguments(parser)
@@ -172,6 +179,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
                 reserved, allocated = graph_pool_bytes(model)
                 r['graph_pool_idle_mib'] = (reserved - allocated) / 2**20
                 r['peak_mem_mib'] += r['graph_pool_idle_mib']
+            if args.profile:
+                r['profile'] = profile_steps(fn, device, args.profile)
         except torch.OutOfMemoryError:
             r = {'median_ms': math.nan, 'error': 'out of memory'}
         r.update(setting=name, model=label, shape=[batch, 3, h, w], images_per_s=batch / (r['median_ms'] / 1e3))
@@ -180,6 +189,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
             f'  {name:5s} {label:30s} {r["median_ms"]:9.2f} ms {r["images_per_s"]:9.1f} img/s' +
             (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''),
             flush=True)
+        if 'profile' in r:
+            print_backbone_profile(r['profile'])
         del model, fn
         if device.type == 'cuda':
             torch.cuda.empty_cache()
@@ -193,6 +204,16 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
             if 'peak_mem_mib' in r and 'peak_mem_mib' in base:
                 r['memory_vs_off'] = r['peak_mem_mib'] / base['peak_mem_mib']
     return rows
+
+
+def print_backbone_profile(p: dict) -> None:
+    """Under a model's line: what its step costs the host, and which kernels it launches most."""
+    if 'gpu_busy_ms' in p:
+        print(f'        GPU busy {p["gpu_busy_ms"]:.1f} of {p["wall_ms"]:.1f} ms (profiled), '
+              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs')
+        for name, n, ms in p['top_kernels']:
+            print(f'        {n:6.0f} x {ms:7.2f} ms  {name[:110]}')
+    print('        top host ops: ' + ', '.join(f'{name} {ms:.1f} ms' for name, ms, _ in p['top_host_ops'][:5]))
 
 
 def attention_sweep(args, device) -> List[dict]:

@@ -322,8 +322,8 @@ def test_benchmark_backbone_profile_names_the_host_costs(tmp_path, capsys):
     (convolutions for MAViT; on CPU there are no kernel launches to count)."""
     out_json = tmp_path / 'bench.json'
     assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', '--modes', 'auto',
-                     '--settings', 'cls', '--batch-size', '1', '--shape', '64', '64', '--warmup', '0', '--repeats',
-                     '1', '--profile', '1', '--out', str(out_json)) == 0
+                     '--settings', 'cls', '--batch-size', '1', '--shape', '64', '64', '--warmup', '0', '--repeats', '1',
+                     '--profile', '1', '--out', str(out_json)) == 0
     rows = json.loads(out_json.read_text())['rows']
     assert [r['model'] for r in rows] == ['MAViT-T (off)', 'MAViT-T (auto)']
     for r in rows:

@@ -15,8 +15,8 @@ the floor ``graphs`` is measured against); ``--with-cp`` adds the training step 
 those recomputed parts. Peers: any of :func:`.peers.available_peers`. Median of ``--repeats`` after
 ``--warmup``, images/s, peak memory after warm-up (with CUDA graphs: plus what the graphs' memory pool
 holds beyond it). ``--profile N`` adds, per model, N profiled steps: GPU-busy time, kernel launches and
-the most launched kernels (where a launch-bound step's host time goes). ``--sweep`` times one stage-1 attention layer (MALA vs softmax through SDPA) over
-image sizes and draws it.
+the most launched kernels (where a launch-bound step's host time goes). ``--sweep`` times one stage-1
+attention layer (MALA vs softmax through SDPA) over image sizes and draws it.
 """
 import argparse
 import contextlib

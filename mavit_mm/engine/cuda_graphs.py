@@ -90,6 +90,14 @@ class _StateIndex:
 _INDEXES: 'weakref.WeakKeyDictionary[nn.Module, _StateIndex]' = weakref.WeakKeyDictionary()
 
 
+def _state_index(module: nn.Module, fresh: bool = False) -> _StateIndex:
+    """``module``'s :class:`_StateIndex`, built anew with ``fresh`` or after any registration."""
+    index = _INDEXES.get(module)
+    if fresh or index is None or index.version != _REGISTRATIONS[0]:
+        index = _INDEXES[module] = _StateIndex(module)
+    return index
+
+
 def _state_key(module: nn.Module, training: bool = False, fresh: bool = False) -> Tuple[int, ...]:
     """The addresses of ``module``'s parameters and buffers (a graph reads them at fixed addresses: a
     moved or replaced tensor invalidates it) and, with ``training``, every parameter's ``requires_grad``
@@ -98,9 +106,7 @@ def _state_key(module: nn.Module, training: bool = False, fresh: bool = False) -
     From the module's :class:`_StateIndex`, rebuilt with ``fresh``, after any registration, or when a
     tensor it knew has been freed (replaced in a module's dict directly, as ``module.to`` does with
     buffers). Callers look a key up again with ``fresh=True`` before capturing a new graph."""
-    index = _INDEXES.get(module)
-    if fresh or index is None or index.version != _REGISTRATIONS[0]:
-        index = _INDEXES[module] = _StateIndex(module)
+    index = _state_index(module, fresh)
     try:
         out = [r().data_ptr() for r in index.params]
         out += [r().data_ptr() for r in index.buffers]
@@ -215,7 +221,7 @@ def train_graphs_applicable(module: nn.Module, x: Tensor) -> bool:
     no SyncBatchNorm (mmengine turns it into BN when training is not distributed)."""
     return (x.is_cuda and module.training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
             and not torch.cuda.is_current_stream_capturing()
-            and not any(isinstance(m, nn.SyncBatchNorm) for m in module.modules()))
+            and not any(isinstance(r(), nn.SyncBatchNorm) for r in _state_index(module).modules))
 
 
 def _train_key(module: nn.Module, x: Tensor, fresh: bool = False) -> Hashable:

@@ -86,6 +86,19 @@ def test_graph_key_changes_with_every_way_a_weight_can_move():
         assert cuda_graphs._train_key(model, x) != before and cuda_graphs._key(model, x) == before_eval
 
 
+def test_graph_index_sees_sync_bn_swapped_in_after_it_was_built():
+    """Training graphs refuse SyncBN (collectives are not captured); the check reads the module index, which
+    must notice mmengine / torch swapping BN layers for SyncBN after the index was built."""
+    model = MAViT(arch='t', out_norms=False)
+
+    def has_sync_bn() -> bool:
+        return any(isinstance(r(), torch.nn.SyncBatchNorm) for r in cuda_graphs._state_index(model).modules)
+
+    assert not has_sync_bn()
+    torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN children in place
+    assert has_sync_bn()
+
+
 @needs_cuda
 def test_cuda_graphs_replay_fresh_results_per_input_and_shape():
     """Eval forwards replayed from CUDA graphs equal eager forwards, for new inputs of a captured

@@ -330,3 +330,19 @@ def test_benchmark_backbone_profile_names_the_host_costs(tmp_path, capsys):
         ops = [name for name, ms, calls in r['profile']['top_host_ops']]
         assert any('convolution' in op for op in ops) and r['profile']['steps'] == 1
     assert 'top host ops: aten::' in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='kernel launches need a CUDA GPU')
+def test_profile_counts_the_kernels_a_step_launches():
+    from mavit_mm.analysis.benchmarking import profile_steps
+    x = torch.randn(1024, device='cuda')
+
+    def step():
+        for _ in range(7):
+            x.mul_(1.0)
+        return x.sum()
+
+    p = profile_steps(step, torch.device('cuda'), steps=2)
+    name, launches, ms = p['top_kernels'][0]
+    assert launches == 7 and 'mul' in name.lower() and ms > 0
+    assert p['kernel_launches'] >= 8  # the seven multiplications and the sum

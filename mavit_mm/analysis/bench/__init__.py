@@ -80,3 +80,21 @@ def no_tf32() -> Iterator[None]:
 
 def print_env(env: dict) -> None:
     print('\n'.join(f'# {k}: {v}' for k, v in env.items()), flush=True)
+
+
+def print_profile(p: dict, indent: str = '    ') -> None:
+    """A :func:`~mavit_mm.analysis.benchmarking.profile_steps` summary under a row: totals, the most launched
+    kernels, the top host operators and, where the step was labelled, the same per phase."""
+    if 'gpu_busy_ms' in p:
+        print(f'{indent}GPU busy {p["gpu_busy_ms"]:.1f} of {p["wall_ms"]:.1f} ms ({100 * p["gpu_busy_frac"]:.0f} %), '
+              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs, host waiting on the GPU '
+              f'{p["wait_ms"]:.1f} ms, {p["h2d_copies"]:.0f} H2D copies ({p["h2d_ms"]:.1f} ms)')
+        print(f'{indent}most launched kernels (launches, device ms per step):')
+        for name, n, ms in p['top_kernels']:
+            print(f'{indent}  {n:6.0f} x {ms:7.2f} ms  {name[:110]}')
+    print(f'{indent}top host ops: ' + ', '.join(f'{name} {ms:.1f} ms' for name, ms, _ in p['top_host_ops'][:5]))
+    if p.get('phases'):
+        print(f'{indent}{"phase":34s} {"host ms":>8s} {"launches":>9s} {"syncs":>6s} {"wait ms":>8s}')
+        for label, ph in p['phases'].items():
+            print(f'{indent}{label:34s} {ph["host_ms"]:8.1f} {ph["launches"]:9.0f} {ph["syncs"]:6.0f} '
+                  f'{ph["wait_ms"]:8.1f}')

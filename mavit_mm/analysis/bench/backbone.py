@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..benchmarking import environment, measure, profile_steps
-from . import add_common_arguments, autocast, check_device, no_tf32, non_negative_int, print_env
+from . import add_common_arguments, autocast, check_device, no_tf32, non_negative_int, print_env, print_profile
 from .peers import available_peers
 
 SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, train
@@ -190,7 +190,7 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
             (f' {r["peak_mem_mib"]:8.0f} MiB' if 'peak_mem_mib' in r else ''),
             flush=True)
         if 'profile' in r:
-            print_backbone_profile(r['profile'])
+            print_profile(r['profile'], indent='        ')
         del model, fn
         if device.type == 'cuda':
             torch.cuda.empty_cache()
@@ -204,16 +204,6 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
             if 'peak_mem_mib' in r and 'peak_mem_mib' in base:
                 r['memory_vs_off'] = r['peak_mem_mib'] / base['peak_mem_mib']
     return rows
-
-
-def print_backbone_profile(p: dict) -> None:
-    """Under a model's line: what its step costs the host, and which kernels it launches most."""
-    if 'gpu_busy_ms' in p:
-        print(f'        GPU busy {p["gpu_busy_ms"]:.1f} of {p["wall_ms"]:.1f} ms (profiled), '
-              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs')
-        for name, n, ms in p['top_kernels']:
-            print(f'        {n:6.0f} x {ms:7.2f} ms  {name[:110]}')
-    print('        top host ops: ' + ', '.join(f'{name} {ms:.1f} ms' for name, ms, _ in p['top_host_ops'][:5]))
 
 
 def attention_sweep(args, device) -> List[dict]:

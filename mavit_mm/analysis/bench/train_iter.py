@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..benchmarking import environment, measure, phases, profile_steps
-from . import add_common_arguments, check_device, no_tf32, non_negative_int, print_env
+from . import add_common_arguments, check_device, no_tf32, non_negative_int, print_env, print_profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,16 +148,3 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     return dict(env=env, rows=rows)
-
-
-def print_profile(p: dict) -> None:
-    """The profile summary under a config's line: totals, then per phase of the step."""
-    if 'gpu_busy_ms' in p:
-        print(f'    GPU busy {p["gpu_busy_ms"]:.1f} of {p["wall_ms"]:.1f} ms ({100 * p["gpu_busy_frac"]:.0f} %), '
-              f'{p["kernel_launches"]:.0f} launches, {p["syncs"]:.0f} syncs, host waiting on the GPU '
-              f'{p["wait_ms"]:.1f} ms, {p["h2d_copies"]:.0f} H2D copies ({p["h2d_ms"]:.1f} ms)')
-    print('    top host ops: ' + ', '.join(f'{name} {ms:.1f} ms' for name, ms, _ in p['top_host_ops'][:5]))
-    if p.get('phases'):
-        print(f'    {"phase":34s} {"host ms":>8s} {"launches":>9s} {"syncs":>6s} {"wait ms":>8s}')
-        for label, ph in p['phases'].items():
-            print(f'    {label:34s} {ph["host_ms"]:8.1f} {ph["launches"]:9.0f} {ph["syncs"]:6.0f} {ph["wait_ms"]:8.1f}')

@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cuda-graphs',
         action='store_true',
-        help="replay each model's backbone from CUDA graphs in training, as tools/train.py --cuda-graphs train "
-        '(fixed input shape; rows marked [graphs])')
+        help="add a row per config with its backbone replayed from CUDA graphs in training, as tools/train.py "
+        "--cuda-graphs train does (fixed input shape; marked [graphs]), after the --fast-train rows and with the "
+        'last of their settings')
 
 
 def _prepare(config: str, precision, device: torch.device, fast: bool = False):
@@ -111,10 +112,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     env = environment()
     print_env(env)
     rows: List[dict] = []
-    modes = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
-    for config, fast in [(c, f) for c in args.configs for f in modes]:
+    fast_modes = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
+    variants = [(f, False) for f in fast_modes] + ([(fast_modes[-1], True)] if args.cuda_graphs else [])
+    for config, (fast, graphs) in [(c, v) for c in args.configs for v in variants]:
         cfg, model, optim_wrapper = _prepare(config, args.precision, device, fast)
-        if args.cuda_graphs:
+        if graphs:
             from mavit_mm.engine import enable_cuda_graphs
             enable_cuda_graphs(model.backbone, 'train')
         packed = synthetic_batch(
@@ -125,14 +127,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
             def step(model=model, optim_wrapper=optim_wrapper):
                 return model.train_step(packed, optim_wrapper)
 
-            r = measure(step, device, args.warmup, args.repeats, settle=3 if args.cuda_graphs else 1)
+            r = measure(step, device, args.warmup, args.repeats, settle=3 if graphs else 1)
             if args.profile:
                 with phases(model, optim_wrapper) as labels:
                     r['profile'] = profile_steps(step, device, args.profile, labels=labels)
         r.update(
             config=osp.splitext(osp.basename(config))[0] + (' [fast-train]' if fast else '') +
-            (' [graphs]' if args.cuda_graphs else ''),
-            cuda_graphs=args.cuda_graphs,
+            (' [graphs]' if graphs else ''),
+            cuda_graphs=graphs,
             fast_train=fast,
             batch_size=args.batch_size,
             shape=list(args.shape),

@@ -216,10 +216,9 @@ class MAViT(BaseModule):
             keeps only the image (its stride-2 maps are the next largest; BN running statistics
             are updated once); e.g. ``['ffn', 'stem']``. Defaults to False.
         fast_path (str): ``'auto'``: on CUDA, MALA runs as fused Triton kernels
-            (:mod:`mavit_mm.ops.mala`) and feature maps stay channels-last; under autocast (any
-            device) each block casts its convolutions' weights in one launch
-            (:mod:`~mavit_mm.models.layers.weight_cast`). ``'off'``: plain PyTorch. Both compute
-            the same function (docs/speed.md). Defaults to ``'auto'``.
+            (:mod:`mavit_mm.ops.mala`) and feature maps stay channels-last; elsewhere, and with
+            ``'off'``, plain PyTorch. Both compute the same function (docs/speed.md). Defaults to
+            ``'auto'``.
         cuda_graphs (bool | str): Deprecated: use ``custom_hooks=[dict(type='CUDAGraphHook',
             module='backbone', mode=...)]`` or :func:`mavit_mm.engine.enable_cuda_graphs`, which
             this calls with ``'eval'`` for True, else the given mode. Defaults to False.
@@ -332,7 +331,6 @@ class MAViT(BaseModule):
         for stage in self.layers:
             for block in stage.blocks:
                 block.attn.use_kernels = self.fast_path != 'off'
-                block.cast_weights_together = self.fast_path != 'off'
         return self
 
     def check_cuda_graphs(self, mode: str) -> None:

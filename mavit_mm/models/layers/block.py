@@ -1,5 +1,4 @@
 """The MAViT block: conditional position encoding, attention and a convolutional FFN."""
-import contextlib
 from typing import Tuple
 
 import torch
@@ -11,7 +10,6 @@ from torch.utils.checkpoint import checkpoint
 from .attention_base import ConvAttentionBase
 from .mala import MALAttention
 from .softmax_attention import RoPESoftmaxAttention
-from .weight_cast import weights_cast_together
 
 ATTENTIONS = {'mala': MALAttention, 'softmax': RoPESoftmaxAttention}
 
@@ -103,16 +101,9 @@ class MAViTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.gamma_1 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))
         self.gamma_2 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))
-        # set by the backbone's fast_path: under autocast, cast the seven convolutions' weights together
-        self.cast_weights_together = False
-
-    def convs(self) -> Tuple[nn.Module, ...]:
-        """The block's convolutions, in the order of the forward."""
-        return (self.pos, self.attn.qkvo, self.attn.lepe, self.attn.proj, self.ffn.fc1, self.ffn.dwconv, self.ffn.fc2)
 
     def forward(self, x: Tensor, rope: Tuple[Tensor, Tensor]) -> Tensor:
         """Args: x ``(B, C, H, W)``; rope: ``(sin, cos)`` of the stage. Returns ``(B, C, H, W)``."""
-        with weights_cast_together(self.convs(), x) if self.cast_weights_together else contextlib.nullcontext():
-            x = x + self.pos(x)
-            x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
-            return x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))
+        x = x + self.pos(x)
+        x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
+        return x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))

@@ -186,7 +186,9 @@ class _Entry:
         self.fwd = torch.cuda.CUDAGraph()
         self.bwd = torch.cuda.CUDAGraph()
         self.static_out: Tuple[Tensor, ...] = ()
-        self.static_grad_out: Tuple[Tensor, ...] = ()
+        # which outputs autograd reaches (a frozen first stage's map does not): only those have a backward
+        self.out_requires_grad: Tuple[bool, ...] = ()
+        self.static_grad_out: Tuple[Tensor, ...] = ()  # one per output that requires grad
         self.static_grads: Tuple[Optional[Tensor], ...] = ()  # x (if it needs one), then params
 
 
@@ -250,7 +252,9 @@ class _GraphedStep(torch.autograd.Function):
         state.replays += 1
         ctx.entry, ctx.state, ctx.token, ctx.replay = entry, state, token, state.replays
         # copies: the outputs must outlive the next replay, which rewrites the graph's buffers
-        return tuple(o.clone() for o in entry.static_out)
+        outs = tuple(o.clone() for o in entry.static_out)
+        ctx.mark_non_differentiable(*(o for o, r in zip(outs, entry.out_requires_grad) if not r))
+        return outs
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -261,7 +265,7 @@ class _GraphedStep(torch.autograd.Function):
                                'activations a later replay has overwritten (a second backward through a '
                                "retained graph?). Use mode='eval' (or no graphs) for such training loops.")
         _release_grads(state)
-        for static, grad in zip(entry.static_grad_out, grads):
+        for static, grad in zip(entry.static_grad_out, (g for g, r in zip(grads, entry.out_requires_grad) if r)):
             static.copy_(grad)
         entry.bwd.replay()
         ctx.token.done = True
@@ -312,16 +316,20 @@ def _capture(module: nn.Module, fn: Callable[[Tensor], Tuple[Tensor, ...]], x: T
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # lazy inits, cuDNN / Triton autotuning, tile choice: not in the graphs
                 for _ in range(2):
-                    out = forward()
+                    out = [o for o in forward() if o.requires_grad]
+                    if not out:
+                        raise ValueError('no output of the forward requires grad: nothing to train')
                     torch.autograd.grad(out, inputs, [torch.ones_like(o) for o in out], allow_unused=True)
                 del out
             torch.cuda.current_stream().wait_stream(side)
             with torch.cuda.graph(entry.fwd, pool=pool):
                 entry.static_out = forward()
-            entry.static_grad_out = tuple(torch.empty_like(o) for o in entry.static_out)
+            entry.out_requires_grad = tuple(o.requires_grad for o in entry.static_out)
+            trained = [o for o in entry.static_out if o.requires_grad]
+            entry.static_grad_out = tuple(torch.empty_like(o) for o in trained)
             with torch.cuda.graph(entry.bwd, pool=pool):
                 entry.static_grads = tuple(
-                    torch.autograd.grad(entry.static_out, inputs, entry.static_grad_out, allow_unused=True))
+                    torch.autograd.grad(trained, inputs, entry.static_grad_out, allow_unused=True))
     finally:
         with torch.no_grad():
             for b, saved in zip(module.buffers(), saved_buffers):

@@ -157,6 +157,31 @@ def test_cuda_graphs_train_steps_match_eager(dtype, with_cp):
 
 
 @needs_cuda
+def test_cuda_graphs_train_with_a_frozen_first_stage():
+    """frozen_stages=1 (mmdet's ResNets freeze their first stage too) on an input without gradient: the
+    first output requires no grad, so the graphed backward must leave it out; gradients as eager."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', drop_path_rate=0.0, frozen_stages=1)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    enable_cuda_graphs(graphed, 'train')
+    for step in range(4):
+        _zero_grads(eager, graphed, set_to_none=True)
+        x = torch.randn(2, 3, 96, 128, device='cuda')
+        results = []
+        for model in (graphed, eager):
+            outs = model(x)
+            assert not outs[0].requires_grad and all(o.requires_grad for o in outs[1:])
+            sum(o.float().square().mean() for o in outs).backward()
+            results.append((outs, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        (outs_g, grads_g), (outs_e, grads_e) = results
+        assert max(rel_err(a, b) for a, b in zip(outs_g, outs_e)) < 1e-5, step
+        assert grads_g.keys() == grads_e.keys() and not any(n.startswith('layers.0.') for n in grads_e)
+        assert grad_err(grads_g, grads_e) < 1e-5, step
+    assert cuda_graphs._TRAIN[graphed].replays == 3
+
+
+@needs_cuda
 def test_cuda_graphs_train_second_forward_before_backward_runs_eagerly():
     """Two forwards before one backward (two views through one backbone): the graphs hold one set of
     saved activations, so the second forward runs eagerly and both gradients stay right."""

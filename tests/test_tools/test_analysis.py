@@ -127,6 +127,16 @@ def test_benchmark_train_iter_runs_on_cpu(tmp_path):
     assert all(r['median_ms'] > 0 and r['repeats'] == 1 for r in rows)
 
 
+def test_benchmark_train_iter_rows_per_config():
+    from mavit_mm.analysis.bench.train_iter import row_variants
+    assert row_variants('off', False) == [(False, False)]
+    assert row_variants('both', False) == [(False, False), (True, False)]
+    # --cuda-graphs adds one row, with the fast path where one was asked for
+    assert row_variants('both', True) == [(False, False), (True, False), (True, True)]
+    assert row_variants('on', True) == [(True, False), (True, True)]
+    assert row_variants('off', True) == [(False, False), (False, True)]
+
+
 def test_benchmark_train_iter_fast_train_and_profile(tmp_path, capsys):
     """``--fast-train both``: plain and fast rows per config; ``--profile``: where the host time goes."""
     out_json = tmp_path / 'iter.json'

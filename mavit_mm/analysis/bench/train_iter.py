@@ -16,7 +16,7 @@ phase of the step (data preprocessor, backbone, neck, each head's loss, backward
 import argparse
 import contextlib
 import os.path as osp
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -101,6 +101,13 @@ def _synthetic_batch(scope: str, batch: int, shape) -> dict:
         data_samples=samples)
 
 
+def row_variants(fast_train: str, cuda_graphs: bool) -> List[Tuple[bool, bool]]:
+    """``(fast_train, cuda_graphs)`` of each config's rows: one per ``--fast-train`` setting, then with
+    ``--cuda-graphs`` one more with graphs and the last of those settings."""
+    fast = {'off': [False], 'on': [True], 'both': [False, True]}[fast_train]
+    return [(f, False) for f in fast] + ([(fast[-1], True)] if cuda_graphs else [])
+
+
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     from mmengine.registry import DefaultScope
     device = check_device(parser, args.device)
@@ -112,8 +119,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     env = environment()
     print_env(env)
     rows: List[dict] = []
-    fast_modes = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
-    variants = [(f, False) for f in fast_modes] + ([(fast_modes[-1], True)] if args.cuda_graphs else [])
+    variants = row_variants(args.fast_train, args.cuda_graphs)
     for config, (fast, graphs) in [(c, v) for c in args.configs for v in variants]:
         cfg, model, optim_wrapper = _prepare(config, args.precision, device, fast)
         if graphs:

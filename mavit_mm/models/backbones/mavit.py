@@ -216,7 +216,9 @@ class MAViT(BaseModule):
             keeps only the image (its stride-2 maps are the next largest; BN running statistics
             are updated once); e.g. ``['ffn', 'stem']``. Defaults to False.
         fast_path (str): ``'auto'``: on CUDA, MALA runs as fused Triton kernels
-            (:mod:`mavit_mm.ops.mala`) and feature maps stay channels-last; elsewhere, and with
+            (:mod:`mavit_mm.ops.mala`), feature maps stay channels-last and the blocks' 1x1 and
+            depthwise convolutions skip cuDNN's per-input-size planning (:mod:`mavit_mm.ops.conv`:
+            GEMMs and Triton kernels that take any size); elsewhere, and with
             ``'off'``, plain PyTorch. Both compute the same function (docs/speed.md). Defaults to
             ``'auto'``.
         cuda_graphs (bool | str): Deprecated: use ``custom_hooks=[dict(type='CUDAGraphHook',
@@ -328,9 +330,9 @@ class MAViT(BaseModule):
     def set_fast_path(self, mode: str) -> 'MAViT':
         """Switch between the fast path and plain PyTorch (see ``fast_path``); weights are shared."""
         self.fast_path = parse_fast_path(mode)
-        for stage in self.layers:
-            for block in stage.blocks:
-                block.attn.use_kernels = self.fast_path != 'off'
+        for m in self.modules():
+            if hasattr(m, 'use_kernels'):  # the attentions and the blocks' convolutions
+                m.use_kernels = self.fast_path != 'off'
         return self
 
     def check_cuda_graphs(self, mode: str) -> None:

@@ -4,6 +4,8 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
+from .conv import DepthwiseConv2d, PointwiseConv2d
+
 
 class ConvAttentionBase(nn.Module):
     """Attention on a ``(B, C, H, W)`` map with a gated, LePE-augmented output.
@@ -26,9 +28,9 @@ class ConvAttentionBase(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkvo = nn.Conv2d(embed_dims, embed_dims * 4, 1)
-        self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, 1, 2, groups=embed_dims)
-        self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        self.qkvo = PointwiseConv2d(embed_dims, embed_dims * 4)
+        self.lepe = DepthwiseConv2d(embed_dims, 5)
+        self.proj = PointwiseConv2d(embed_dims, embed_dims)
         # set by the backbone's fast_path: attend() may use fused kernels where they run
         self.use_kernels = False
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention_base import ConvAttentionBase
+from .conv import DepthwiseConv2d, PointwiseConv2d
 from .mala import MALAttention
 from .softmax_attention import RoPESoftmaxAttention
 
@@ -44,10 +45,10 @@ class ConvFFN(nn.Module):
 
     def __init__(self, embed_dims: int, hidden_dims: int, recompute: bool = False) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(embed_dims, hidden_dims, 1)
+        self.fc1 = PointwiseConv2d(embed_dims, hidden_dims)
         self.act = nn.GELU()
-        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, 1, 1, groups=hidden_dims)
-        self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
+        self.dwconv = DepthwiseConv2d(hidden_dims, 3)
+        self.fc2 = PointwiseConv2d(hidden_dims, embed_dims)
         self.recompute = recompute
 
     def _ffn(self, x: Tensor) -> Tensor:
@@ -93,7 +94,7 @@ class MAViTBlock(nn.Module):
         if attn_type not in ATTENTIONS:
             raise ValueError(f'attention type {attn_type!r} is not one of {sorted(ATTENTIONS)}')
         self.attn_type = attn_type
-        self.pos = nn.Conv2d(embed_dims, embed_dims, 3, 1, 1, groups=embed_dims)
+        self.pos = DepthwiseConv2d(embed_dims, 3)
         self.norm1 = LayerNorm2d(embed_dims)
         self.attn: ConvAttentionBase = ATTENTIONS[attn_type](embed_dims, num_heads)
         self.norm2 = LayerNorm2d(embed_dims)

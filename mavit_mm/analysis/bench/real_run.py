@@ -1,0 +1,159 @@
+"""``benchmark.py real-run CONFIG ...``: ``tools/train.py`` and ``tools/test.py`` as a user runs them, on
+COCO- / ADE20K-shaped data at the real image sizes.
+
+Each config (mmdet configs on ``DATA/coco``, mmseg ones on ``DATA/ade``, both written by
+:func:`mavit_mm.bench_data.make_bench_data` if absent) is trained by ``tools/train.py CONFIG --amp`` plus
+each ``--switches`` entry, for ``--iters`` iterations without validation, every iteration logged
+unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoint is then tested by
+``tools/test.py`` on ``--test-images`` images (batch 1, as the configs test). Per run:
+
+- ``median`` / ``p90``: the logged iteration ``time`` after ``--warmup`` iterations; ``data``: median
+  ``data_time``;
+- ``cold_s``: what the first ``--warmup`` iterations took beyond as many steady ones (kernel compilation,
+  per-size planning, allocator growth), and ``startup_s``: process start to the first iteration;
+- test: images/s over the images after the first 10, and the first 10 images' mean seconds.
+
+``--triton-cache DIR``: the Triton kernel cache the runs share (default: a new empty folder, so that the
+first run of a model pays its compilation, as on a fresh machine, and later runs reuse it).
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+from ..benchmarking import environment
+from . import non_negative_int, positive_int, print_env
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+_TEST_TIME = re.compile(r'Epoch\(test\)\s*\[\s*(\d+)/\d+\].*?\btime: ([0-9.]+)')
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('configs', nargs='*', default=list(DEFAULT_CONFIGS), help=f'default: {" ".join(DEFAULT_CONFIGS)}')
+    parser.add_argument('--data', default=osp.join(ROOT, 'data', 'bench'), help='the generated data (made if absent)')
+    parser.add_argument('--iters', type=positive_int, default=150, help='training iterations per run')
+    parser.add_argument('--warmup', type=non_negative_int, default=40, help='iterations before the steady state')
+    parser.add_argument(
+        '--switches',
+        nargs='+',
+        default=[''],
+        help="tools/train.py switches beside --amp, one run each: '' (the README command), '--fast-train', ...")
+    parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
+    parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
+    parser.add_argument('--out', help='write every figure as json (atomically)')
+
+
+def train_options(config: str, iters: int) -> List[str]:
+    """``--cfg-options`` of a short training run of ``config``'s own loop: ``iters`` iterations (an
+    epoch-based loop: one epoch of the first ``2 * iters`` images), a checkpoint at the end, every
+    iteration logged unsmoothed, the backbone from scratch."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    opts = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1']
+    if 'max_epochs' in cfg.train_cfg:
+        batch = cfg.train_dataloader.batch_size
+        return opts + [
+            'train_cfg.max_epochs=1', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=1',
+            f'train_dataloader.dataset.indices={iters * batch}'
+        ]
+    return opts + [
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}', f'default_hooks.checkpoint.interval={iters}'
+    ]
+
+
+def steady_stats(times: List[float], data_times: List[float], warmup: int) -> Dict[str, float]:
+    """Median / p90 of ``times`` after ``warmup`` entries, and what the first ``warmup`` cost beyond that."""
+    steady = sorted(times[warmup:])
+    if not steady:
+        raise ValueError(f'no iteration after the {warmup} warm-up ones: raise --iters')
+    median = statistics.median(steady)
+    p90 = steady[min(len(steady) - 1, int(round(0.9 * (len(steady) - 1))))]
+    return dict(
+        median_ms=1e3 * median,
+        p90_ms=1e3 * p90,
+        data_ms=1e3 * statistics.median(data_times[warmup:]),
+        cold_s=sum(times[:warmup]) - warmup * median,
+        iters=len(steady))
+
+
+def _train_log(work_dir: str) -> List[dict]:
+    logs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    with open(logs[-1]) as f:
+        return [d for d in (json.loads(line) for line in f if line.strip()) if 'loss' in d and 'time' in d]
+
+
+def test_times(log_text: str) -> List[float]:
+    """Per-image ``time`` of a test run, from the text log (every iteration logged unsmoothed)."""
+    return [float(t) for _, t in _TEST_TIME.findall(log_text)]
+
+
+def _run(cmd: List[str], env: dict) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f'benchmark real-run: {" ".join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
+    return time.perf_counter() - start
+
+
+def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict) -> dict:
+    from mmengine.config import Config
+    data_root = roots['coco' if Config.fromfile(config).get('default_scope') == 'mmdet' else 'ade']
+    row: Dict[str, object] = dict(config=config, switch=switch)
+    with tempfile.TemporaryDirectory() as work_dir:
+        cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch.split(), '--no-validate']
+        cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, args.iters)]
+        wall = _run(cmd, env)
+        steps = _train_log(work_dir)
+        times = [d['time'] for d in steps]
+        row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
+        row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
+        row['train_wall_s'] = wall
+        if args.test_images:
+            ckpt = sorted(glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(osp.join(work_dir, 'epoch_*.pth')),
+                          key=osp.getmtime)[-1]
+            tcmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir', work_dir]
+            tcmd += ['--data-root', data_root, '--cfg-options', 'default_hooks.logger.interval=1']
+            tcmd += ['log_processor.window_size=1', f'test_dataloader.dataset.indices={args.test_images}']
+            twall = _run(tcmd, env)
+            logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)
+            with open(logs[-1]) as f:
+                per_image = test_times(f.read())
+            if len(per_image) > 10:
+                row['test_images_per_s'] = 1 / statistics.median(per_image[10:])
+            row['test_first10_s'] = statistics.mean(per_image[:10]) if per_image else float('nan')
+            row['test_wall_s'] = twall
+    return row
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    from mavit_mm.bench_data import make_bench_data
+    env_info = environment()
+    print_env(env_info)
+    roots = make_bench_data(args.data, coco_train=max(400, 2 * args.iters), ade_train=100, ade_val=max(100, args.test_images))
+    cache = args.triton_cache or tempfile.mkdtemp(prefix='triton-cache-')
+    env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONUNBUFFERED='1')
+    print(f'# Triton cache: {cache}', flush=True)
+    rows = []
+    for config in args.configs:
+        for switch in args.switches:
+            row = run_config(config, switch, args, roots, env)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    print('\n| config | command | median ms | p90 ms | data ms | cold s | startup s | test img/s | test first 10 s |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for r in rows:
+        name = osp.splitext(osp.basename(str(r['config'])))[0]
+        command = ' '.join(['--amp', *str(r['switch']).split()])
+        print(f'| {name} | `{command}` | {r["median_ms"]:.1f} | '
+              f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {r["cold_s"]:.1f} | {r["startup_s"]:.1f} | '
+              f'{r.get("test_images_per_s", float("nan")):.1f} | {r.get("test_first10_s", float("nan")):.2f} |')
+    return dict(env=env_info, iters=args.iters, warmup=args.warmup, rows=rows)

@@ -1,0 +1,159 @@
+"""Depthwise ``K x K`` stride-1 'same' convolution of channels-last maps as Triton kernels.
+
+Why not cuDNN: on the first call with a new input size cuDNN plans (and may compile) a depthwise
+kernel, which cost 140-380 ms per convolution, forward plus backward, on an H200 (torch 2.11, cuDNN
+9.19; ``docs/speed.md``). MAViT has three depthwise convolutions per block, and detection batches
+change size almost every iteration. These kernels are compiled once per (K, dtype, channel width)
+and take any ``H x W``: the sizes are plain arguments (``do_not_specialize``).
+
+On a ``(B, H, W, C)``-ordered map (a channels-last ``(B, C, H, W)`` tensor), with ``P = (K - 1) / 2``::
+
+    y[b, h, w, c] = bias[c] + sum_{i, j} x[b, h + i - P, w + j - P, c] * wt[c, i, j]     (zero outside)
+    dx = the same convolution of dy with the flipped kernel (stride 1, symmetric padding)
+    dwt[c, i, j] = sum_{b, h, w} dy[b, h, w, c] * x[b, h + i - P, w + j - P, c]
+
+Every product is accumulated in fp32 and stored in the input's dtype.
+"""
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK_PIXELS = 64
+BLOCK_CHANNELS = 64
+# weight-gradient programs over the pixels, per channel block: enough to fill a large GPU
+_TARGET_PROGRAMS = 264
+
+
+@triton.jit(do_not_specialize=['H', 'W', 'num_pixels'])
+def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C: tl.constexpr, K: tl.constexpr,
+             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """``y = conv(x, w) + b`` for ``BLOCK_P`` pixels x ``BLOCK_C`` channels; x ``(B*H*W, C)`` with pixel
+    stride XS, y ``(B*H*W, C)`` dense, w ``(C, K*K)``."""
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    in_p = offs_p < num_pixels
+    in_c = offs_c < C
+    col = offs_p % W
+    row = (offs_p // W) % H
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for i in tl.static_range(K):
+        for j in tl.static_range(K):
+            dr = i - (K - 1) // 2
+            dc = j - (K - 1) // 2
+            ok = in_p & (row + dr >= 0) & (row + dr < H) & (col + dc >= 0) & (col + dc < W)
+            src = offs_p + dr * W + dc
+            xv = tl.load(x_ptr + src[:, None] * XS + offs_c[None, :], mask=ok[:, None] & in_c[None, :], other=0.0)
+            wv = tl.load(w_ptr + offs_c * (K * K) + (i * K + j), mask=in_c, other=0.0)
+            acc += xv.to(tl.float32) * wv.to(tl.float32)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + offs_c, mask=in_c, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        y_ptr + offs_p[:, None] * C + offs_c[None, :], acc.to(y_ptr.dtype.element_ty), mask=in_p[:, None] & in_c[None, :])
+
+
+@triton.jit(do_not_specialize=['H', 'W', 'num_pixels', 'chunk'])
+def _dw_conv_grad_weight(x_ptr, g_ptr, part_ptr, H, W, num_pixels, chunk, XS, GS, C: tl.constexpr, K: tl.constexpr,
+                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Partial ``dwt`` over ``chunk`` pixels: ``part[s, c, i*K + j]`` for this program's slot s and channels."""
+    s = tl.program_id(0)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    in_c = offs_c < C
+    start = s * chunk
+    for i in tl.static_range(K):
+        for j in tl.static_range(K):
+            dr = i - (K - 1) // 2
+            dc = j - (K - 1) // 2
+            acc = tl.zeros((BLOCK_C, ), dtype=tl.float32)
+            for p0 in range(start, start + chunk, BLOCK_P):
+                offs_p = p0 + tl.arange(0, BLOCK_P)
+                col = offs_p % W
+                row = (offs_p // W) % H
+                in_p = offs_p < num_pixels
+                ok = in_p & (row + dr >= 0) & (row + dr < H) & (col + dc >= 0) & (col + dc < W)
+                g = tl.load(g_ptr + offs_p[:, None] * GS + offs_c[None, :], mask=in_p[:, None] & in_c[None, :], other=0.0)
+                xv = tl.load(
+                    x_ptr + (offs_p + dr * W + dc)[:, None] * XS + offs_c[None, :],
+                    mask=ok[:, None] & in_c[None, :],
+                    other=0.0)
+                acc += tl.sum(g.to(tl.float32) * xv.to(tl.float32), axis=0)
+            tl.store(part_ptr + (s * C + offs_c) * (K * K) + (i * K + j), acc, mask=in_c)
+
+
+def _pixel_major(x: Tensor) -> Tuple[Tensor, int]:
+    """``x`` ``(B, C, H, W)`` and its pixel stride: read in place when its channels are adjacent and its
+    pixels evenly spaced (a channels-last map, or a channel slice of one), else a dense ``(B, H, W, C)``
+    copy."""
+    b, c, h, w = x.shape
+    ps = x.stride(3)
+    if x.stride(1) == 1 and ps >= c and x.stride(2) == w * ps and x.stride(0) == h * w * ps:
+        return x, ps
+    dense = torch.empty((b, h, w, c), dtype=x.dtype, device=x.device)
+    dense.copy_(x.permute(0, 2, 3, 1))
+    return dense.permute(0, 3, 1, 2), c
+
+
+def depthwise_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, H, W)``, both channels-last, in x's dtype; weight ``(C, 1, K, K)``."""
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    x, xs = _pixel_major(x)
+    y = torch.empty((b, c, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    pixels = b * h * w
+    grid = (triton.cdiv(pixels, BLOCK_PIXELS), triton.cdiv(c, BLOCK_CHANNELS))
+    _dw_conv[grid](
+        x,
+        weight.reshape(c, k * k).contiguous(),
+        bias if bias is not None else weight,
+        y,
+        h,
+        w,
+        pixels,
+        xs,
+        C=c,
+        K=k,
+        BLOCK_P=BLOCK_PIXELS,
+        BLOCK_C=BLOCK_CHANNELS,
+        HAS_BIAS=bias is not None,
+        num_warps=4)
+    return y
+
+
+def depthwise_grad_weight(x: Tensor, grad: Tensor, kernel_size: int) -> Tensor:
+    """``dwt`` ``(C, 1, K, K)`` in fp32 from the input and the output gradient (both ``(B, C, H, W)``)."""
+    b, c, h, w = x.shape
+    (x, xs), (grad, gs) = _pixel_major(x), _pixel_major(grad)
+    pixels = b * h * w
+    channel_blocks = triton.cdiv(c, BLOCK_CHANNELS)
+    blocks = triton.cdiv(pixels, BLOCK_PIXELS)
+    splits = max(1, min(blocks, triton.cdiv(_TARGET_PROGRAMS, channel_blocks)))
+    per = triton.cdiv(blocks, splits)
+    splits = triton.cdiv(blocks, per)
+    parts = torch.empty(splits, c, kernel_size * kernel_size, dtype=torch.float32, device=x.device)
+    _dw_conv_grad_weight[(splits, channel_blocks)](
+        x,
+        grad,
+        parts,
+        h,
+        w,
+        pixels,
+        per * BLOCK_PIXELS,
+        xs,
+        gs,
+        C=c,
+        K=kernel_size,
+        BLOCK_P=BLOCK_PIXELS,
+        BLOCK_C=BLOCK_CHANNELS,
+        num_warps=4)
+    return parts.sum(0).reshape(c, 1, kernel_size, kernel_size)
+
+
+def depthwise_backward(x: Tensor, weight: Tensor, grad: Tensor, needs: Tuple[bool, bool,
+                                                                           bool]) -> Tuple[Optional[Tensor], ...]:
+    """``(dx, dweight, dbias)`` of :func:`depthwise_forward` (None where ``needs`` says so)."""
+    dx = depthwise_forward(grad, weight.flip(-2, -1), None) if needs[0] else None
+    dw = depthwise_grad_weight(x, grad, weight.shape[-1]).to(weight.dtype) if needs[1] else None
+    db = grad.sum((0, 2, 3), dtype=torch.float32).to(weight.dtype) if needs[2] else None
+    return dx, dw, db

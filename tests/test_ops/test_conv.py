@@ -1,0 +1,117 @@
+"""The fast path's convolutions against ``F.conv2d`` in float64, forward and backward.
+
+The depthwise Triton kernels run on CUDA, or on CPU through Triton's interpreter when
+``TRITON_INTERPRET=1`` is set (CI runs this layer a second time that way); on a plain CPU run the
+kernel cases skip and only the fallbacks are checked.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mavit_mm.ops.conv import depthwise_conv, pointwise_conv
+from mavit_mm.ops.depthwise import kernels_take
+from mavit_mm.ops.mala import interpreting
+
+INTERPRET = interpreting()
+CUDA = torch.cuda.is_available()
+KERNELS = CUDA or INTERPRET
+DEVICE = 'cuda' if CUDA and not INTERPRET else 'cpu'
+needs_kernels = pytest.mark.skipif(not KERNELS, reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')
+
+from helpers import rel_err as rel  # noqa: E402
+
+
+def _reference(x, w, b):
+    """F.conv2d in float64 on the CPU, with its gradients for a fixed output gradient."""
+    xx, ww, bb = (t.detach().double().cpu().requires_grad_(True) for t in (x, w, b))
+    y = F.conv2d(xx, ww, bb, padding=w.shape[-1] // 2, groups=x.shape[1])
+    return xx, ww, bb, y
+
+
+def _map(b, c, h, w, layout, dtype):
+    """A (B, C, H, W) map: 'channels_last', 'nchw', or 'slice' (a channel slice of a channels-last
+    map with 3 x C channels, as the attention's v is of the qkvo output)."""
+    if layout == 'slice':
+        full = torch.randn(b, 3 * c, h, w, device=DEVICE).contiguous(memory_format=torch.channels_last)
+        return full[:, c:2 * c].to(dtype) if dtype == torch.float32 else full.to(dtype)[:, c:2 * c]
+    x = torch.randn(b, c, h, w, device=DEVICE, dtype=dtype)
+    return x.contiguous(memory_format=torch.channels_last) if layout == 'channels_last' else x
+
+
+@needs_kernels
+@pytest.mark.parametrize('kernel_size', [3, 5])
+@pytest.mark.parametrize('shape,layout', [((2, 20, 9, 11), 'channels_last'), ((1, 72, 5, 3), 'slice'),
+                                          ((2, 8, 1, 7), 'nchw'), ((1, 65, 4, 4), 'channels_last')])
+def test_depthwise_kernels_match_conv2d(kernel_size, shape, layout):
+    b, c, h, w = shape
+    x = _map(b, c, h, w, layout, torch.float32).requires_grad_(True)
+    weight = torch.randn(c, 1, kernel_size, kernel_size, device=DEVICE, requires_grad=True)
+    bias = torch.randn(c, device=DEVICE, requires_grad=True)
+    assert kernels_take(x, weight)
+    y = depthwise_conv(x, weight, bias)
+    assert y.shape == x.shape and y.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(y)
+    gx, gw, gb = torch.autograd.grad(y, (x, weight, bias), grad)
+    xx, ww, bb, ref = _reference(x, weight, bias)
+    rgx, rgw, rgb = torch.autograd.grad(ref, (xx, ww, bb), grad.double().cpu())
+    for got, want in ((y, ref), (gx, rgx), (gw, rgw), (gb, rgb)):
+        assert got.dtype == torch.float32
+        assert rel(got.double().cpu(), want) < 1e-5
+
+
+@needs_kernels
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_depthwise_kernels_half_precision(dtype):
+    if INTERPRET and dtype == torch.bfloat16:
+        pytest.skip("numpy, under Triton's interpreter, has no bfloat16")
+    x = _map(2, 24, 7, 9, 'channels_last', dtype).requires_grad_(True)
+    weight = torch.randn(24, 1, 3, 3, device=DEVICE, dtype=dtype, requires_grad=True)
+    y = depthwise_conv(x, weight)
+    grad = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, weight), grad)
+    xx, ww, _, ref = _reference(x, weight, torch.zeros(24))
+    rgx, rgw = torch.autograd.grad(ref, (xx, ww), grad.double().cpu())
+    for got, want in ((y, ref), (gx, rgx), (gw, rgw)):
+        assert got.dtype == dtype
+        assert rel(got.double().cpu(), want) < 1e-2
+
+
+@needs_kernels
+@pytest.mark.skipif(not CUDA or INTERPRET, reason='autocast of the kernels: CUDA only')
+def test_depthwise_under_autocast_matches_conv2d_under_autocast():
+    x = torch.randn(2, 32, 13, 10, device='cuda').contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    conv = torch.nn.Conv2d(32, 32, 5, padding=2, groups=32).cuda()
+    with torch.autocast('cuda', dtype=torch.float16):
+        y = depthwise_conv(x, conv.weight, conv.bias)
+        ref = conv(x)
+    assert y.dtype == ref.dtype == torch.float16
+    grads = torch.autograd.grad(y.float().square().sum(), (x, conv.weight, conv.bias))
+    refs = torch.autograd.grad(ref.float().square().sum(), (x, conv.weight, conv.bias))
+    for got, want in zip(grads, refs):
+        assert got.dtype == want.dtype
+        assert rel(got.float(), want.float()) < 5e-3
+
+
+def test_depthwise_falls_back_to_conv2d_where_kernels_do_not_run():
+    x = torch.randn(1, 6, 5, 5, dtype=torch.float64)
+    weight = torch.randn(6, 1, 3, 3, dtype=torch.float64)
+    assert not kernels_take(x, weight)  # float64 stays with F.conv2d everywhere
+    assert torch.equal(depthwise_conv(x, weight), F.conv2d(x, weight, padding=1, groups=6))
+    assert not kernels_take(x.float(), torch.randn(6, 1, 4, 4))  # even kernels: not 'same'
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_pointwise_conv_matches_conv2d(channels_last):
+    x = torch.randn(2, 16, 5, 7, device=DEVICE if CUDA else 'cpu', requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    weight = torch.randn(24, 16, 1, 1, device=x.device, requires_grad=True)
+    bias = torch.randn(24, device=x.device, requires_grad=True)
+    y = pointwise_conv(x, weight, bias)
+    ref = F.conv2d(x.double(), weight.double(), bias.double())
+    assert y.shape == ref.shape
+    assert rel(y.double(), ref) < 1e-5
+    grad = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, (x, weight, bias), grad),
+                         torch.autograd.grad(ref, (x, weight, bias), grad.double())):
+        assert rel(got.double(), want.double()) < 1e-5

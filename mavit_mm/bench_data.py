@@ -88,9 +88,12 @@ def _write_coco_split(root: str, split: str, count: int, rng: np.random.Generato
                     image_id=i + 1,
                     category_id=int(rng.integers(COCO_NUM_CLASSES)) + 1,
                     iscrowd=0,
-                    bbox=[float(xs.min()), float(ys.min()),
-                          float(xs.max() + 1 - xs.min()),
-                          float(ys.max() + 1 - ys.min())],
+                    bbox=[
+                        float(xs.min()),
+                        float(ys.min()),
+                        float(xs.max() + 1 - xs.min()),
+                        float(ys.max() + 1 - ys.min())
+                    ],
                     area=float(len(xs)),
                     segmentation=[[round(float(v), 2) for v in poly.reshape(-1)]]))
         name = f'{i + 1:012d}.jpg'
@@ -121,7 +124,11 @@ def _write_ade_split(root: str, split: str, count: int, rng: np.random.Generator
         cv2.imwrite(osp.join(ann_dir, name + '.png'), labels)
 
 
-def make_bench_data(root: str, coco_train: int = 400, coco_val: int = 100, ade_train: int = 100, ade_val: int = 100,
+def make_bench_data(root: str,
+                    coco_train: int = 400,
+                    coco_val: int = 100,
+                    ade_train: int = 100,
+                    ade_val: int = 100,
                     seed: int = 0) -> Dict[str, str]:
     """Write ``root/coco`` and ``root/ade`` unless already complete for these counts and seed.
 

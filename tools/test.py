@@ -11,20 +11,20 @@ import sys
 # configs under projects/ import their code as projects.<name>: make the repository importable
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
 from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, enable_tta,
-                                         enable_visualization, set_data_root)
+                                         enable_visualization, load_config, set_data_root)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
-    parser.add_argument('config', help='test config file path')
+    parser.add_argument('config', help="test config: a file, or a stock one as 'mmdet::swin/....py'")
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the evaluation metrics are written')
     parser.add_argument('--out', help='dump the raw predictions to this .pkl file')
@@ -51,7 +51,7 @@ def main() -> None:
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     check_checkpoint_file(args.checkpoint)
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     check_custom_imports(cfg)
     cfg.launcher = args.launcher
     if args.cfg_options:

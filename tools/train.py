@@ -19,21 +19,21 @@ os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', 'expandable_segments:True')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import torch
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from mavit_mm.engine.fast_train import apply_fast_train
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, set_data_root,
-                                         train_in_fp32, use_atomic_checkpoints)
+from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, load_config,
+                                         set_data_root, train_in_fp32, use_atomic_checkpoints)
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a detector, segmentor or classifier')
-    parser.add_argument('config', help='train config file path')
+    parser.add_argument('config', help="train config: a file, or a stock one as 'mmdet::swin/....py'")
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/CONFIG_NAME)')
     parser.add_argument(
         '--resume',
@@ -68,7 +68,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = Config.fromfile(args.config)
+    cfg = load_config(args.config)
     check_custom_imports(cfg)
     cfg.launcher = args.launcher
     if args.cfg_options:

@@ -39,6 +39,23 @@ def merge_param_groups(groups: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return list(merged.values())
 
 
+def check_no_shared_params(groups: List[Dict[str, Any]]) -> None:
+    """Raise what torch raises when the stock constructor's groups share a parameter.
+
+    mmengine's constructor gives each parameter its own group, so a parameter reached through two modules
+    (without ``paramwise_cfg.bypass_duplicate``) lands in two groups and torch refuses the optimizer.
+    Merged, both entries would sit in one group, where torch only warns and then applies the update twice.
+    """
+    seen = set()
+    for group in groups:
+        for p in group['params']:
+            if id(p) in seen:
+                raise ValueError('some parameters appear in more than one parameter group (a parameter shared by '
+                                 'two modules: set paramwise_cfg=dict(bypass_duplicate=True) to optimise it once, '
+                                 'as with the default constructor)')
+            seen.add(id(p))
+
+
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class GroupedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     """``DefaultOptimWrapperConstructor`` with its param groups merged, and fused kernels on CUDA.
@@ -49,10 +66,18 @@ class GroupedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     ``fused=True`` is added for Adam / AdamW / SGD when every parameter to optimise is a floating CUDA
     tensor and the optimizer config sets neither ``fused`` nor ``foreach`` (what a config sets wins).
 
-    Note:
-        The optimizer's state dict indexes parameters by group, so a checkpoint saved with the default
-        constructor resumes only with the default constructor (and likewise for this one); weights load
-        either way.
+    Differences from the default constructor that code reading the optimizer can see (the updates are the
+    same):
+
+    - ``optimizer.param_groups`` holds one group per distinct setting, so ``optim_wrapper.get_lr()`` /
+      ``get_momentum()`` list one value per merged group, not per parameter. The first entry, which
+      mmengine logs as ``lr`` / ``momentum``, is the same (the first parameter's group); the set of
+      values is the same. Param schedulers scale every group alike and see no difference.
+    - The optimizer's state dict indexes parameters by group, so a checkpoint saved with the default
+      constructor resumes only with the default constructor (and likewise for this one); weights load
+      either way.
+    - A parameter shared by two modules raises the ``ValueError`` torch raises under the default
+      constructor (:func:`check_no_shared_params`), never a silent double update.
     """
 
     def add_params(self,
@@ -64,6 +89,7 @@ class GroupedOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             return super().add_params(params, module, prefix, is_dcn_module)
         per_param: List[dict] = []
         super().add_params(per_param, module, prefix, is_dcn_module)
+        check_no_shared_params(params + per_param)
         merged = merge_param_groups(per_param)
         print_log(f'{type(self).__name__}: {len(per_param)} param groups merged into {len(merged)}', logger='current')
         params.extend(merged)

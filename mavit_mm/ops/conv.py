@@ -18,6 +18,7 @@ from torch import Tensor
 
 from .depthwise import depthwise_conv
 
+
 def pointwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """A 1x1 convolution ``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``; weight ``(C_out, C_in, 1, 1)``.
 
@@ -26,5 +27,6 @@ def pointwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     if x.is_cuda and x.is_contiguous(memory_format=torch.channels_last):
         return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
     return F.conv2d(x, weight, bias)
+
 
 __all__ = ['depthwise_conv', 'pointwise_conv']

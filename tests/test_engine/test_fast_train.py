@@ -87,6 +87,63 @@ def test_grouped_constructor_fuses_on_cuda_unless_the_config_says_otherwise():
     assert all(g['foreach'] and not g.get('fused') for g in kept)
 
 
+class SharedHead(nn.Module):
+    """One linear layer reached through two parents (a tied weight, as in a config mistake)."""
+
+    def __init__(self):
+        super().__init__()
+        shared = nn.Linear(4, 4)
+        self.a = nn.Sequential(shared)
+        self.b = nn.Sequential(nn.ReLU(), shared)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+@pytest.mark.parametrize('constructor', ['DefaultOptimWrapperConstructor', 'GroupedOptimWrapperConstructor'])
+def test_a_shared_parameter_is_refused_as_by_the_default_constructor(constructor):
+    cfg = dict(
+        constructor=constructor,
+        optimizer=dict(type='SGD', lr=0.01, weight_decay=1e-4),
+        paramwise_cfg=dict(bias_lr_mult=2.))
+    with pytest.raises(ValueError, match='some parameters appear in more than one parameter group'):
+        build_optim_wrapper(SharedHead(), cfg)
+
+
+def test_a_shared_parameter_with_bypass_duplicate_is_updated_once():
+    updated = []
+    for constructor in ('DefaultOptimWrapperConstructor', 'GroupedOptimWrapperConstructor'):
+        torch.manual_seed(0)
+        model = SharedHead()
+        before = model.a[0].weight.detach().clone()
+        wrapper = build_optim_wrapper(
+            model,
+            dict(
+                constructor=constructor,
+                optimizer=dict(type='SGD', lr=0.01),
+                paramwise_cfg=dict(bias_lr_mult=2., bypass_duplicate=True)))
+        model.a[0].weight.grad = torch.ones_like(before)
+        model.a[0].bias.grad = torch.zeros(4)
+        wrapper.step()
+        updated.append(model.a[0].weight.detach() - before)
+    torch.testing.assert_close(updated[0], torch.full((4, 4), -0.01))  # lr x grad, once
+    torch.testing.assert_close(updated[1], updated[0], rtol=0, atol=0)
+
+
+def test_grouped_constructor_reports_the_lr_as_documented():
+    """One value per merged group: the first (what mmengine logs) and the set of values are the stock ones."""
+    ref = _wrapper(Tiny(), 'DefaultOptimWrapperConstructor')
+    ours = _wrapper(Tiny(), 'GroupedOptimWrapperConstructor')
+    for getter in ('get_lr', 'get_momentum'):
+        stock, merged = getattr(ref, getter)(), getattr(ours, getter)()
+        assert stock.keys() == merged.keys()
+        for key in stock:
+            assert merged[key][0] == stock[key][0]
+            assert set(map(str, merged[key])) == set(map(str, stock[key]))
+            if len(stock[key]) == len(ref.optimizer.param_groups):  # per group ('base_lr' is one value)
+                assert len(merged[key]) == len(ours.optimizer.param_groups) < len(stock[key])
+
+
 def test_replace_types_walks_nested_configs():
     node = dict(a=dict(type='mmdet.RandomSampler'), b=[dict(type='RandomSampler'), dict(type='Other')])
     assert replace_types(node, {'RandomSampler': 'DeviceRandomSampler'}) == 2
@@ -169,6 +226,41 @@ def test_device_assigner_equals_mmdet_max_iou_assigner(settings, num_gts, device
         assert (stock.gt_inds[:claimed] == num_gts).all()  # the case the ties above set up
 
 
+def _assign_both(settings, labels_dtype=torch.int64, num_gts=6):
+    from mmdet.models.task_modules.assigners import MaxIoUAssigner
+
+    from mavit_mm.models.det import DeviceMaxIoUAssigner
+    rng = np.random.RandomState(1)
+    pred = InstanceData(priors=_boxes(rng, 300))
+    gt = InstanceData(
+        bboxes=_boxes(rng, num_gts), labels=torch.from_numpy(rng.randint(0, 80, num_gts)).to(labels_dtype))
+    results = []
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        for cls in (MaxIoUAssigner, DeviceMaxIoUAssigner):
+            try:
+                results.append(cls(**settings).assign(pred, gt))
+            except Exception as e:  # noqa: BLE001  (compared below: the same type as stock)
+                results.append(e)
+    return results
+
+
+@pytest.mark.parametrize('neg_iou_thr', [0.3, (0.1, 0.4), [0.1, 0.4], 0, (0.1, 0.2, 0.4)])
+@pytest.mark.parametrize('labels_dtype', [torch.int64, torch.uint8, torch.int32])
+def test_device_assigner_edge_inputs_behave_as_stock(neg_iou_thr, labels_dtype):
+    """Inputs no shipped config uses but the stock assigner takes: ``neg_iou_thr`` as a list or an int (stock:
+    no negatives), a 3-tuple (stock: AssertionError), labels of other integer dtypes (stock: int64 labels)."""
+    stock, ours = _assign_both(dict(pos_iou_thr=0.5, neg_iou_thr=neg_iou_thr, min_pos_iou=0.3), labels_dtype)
+    if isinstance(stock, Exception):
+        assert type(ours) is type(stock)
+        return
+    assert torch.equal(ours.gt_inds, stock.gt_inds)
+    assert ours.labels.dtype == stock.labels.dtype == torch.int64
+    assert torch.equal(ours.labels, stock.labels)
+    assert (stock.labels == -1).any()  # background priors: -1, never 255
+    if not isinstance(neg_iou_thr, (float, tuple)):
+        assert not (stock.gt_inds == 0).any()  # the stock rule: no negatives at all
+
+
 def test_apply_fast_train_on_a_segmentor_touches_no_model_part():
     cfg = Config.fromfile(UPERNET)
     model_before = copy.deepcopy(cfg.model)
@@ -199,7 +291,9 @@ def test_device_sampler_draws_a_uniform_subset(device):
     for _ in range(500):
         counts[(ours.random_choice(gallery, 40) - 100) // 3] += 1
     assert (counts / 500 - 0.4).abs().max() < 0.12
-    with pytest.raises(ValueError, match='cannot sample 200 elements from a gallery of 100'):
+    with pytest.raises(AssertionError):  # what the stock sampler raises, with a message
+        stock.random_choice(gallery, 200)
+    with pytest.raises(AssertionError, match='cannot sample 200 elements from a gallery of 100'):
         ours.random_choice(gallery, 200)
 
 

@@ -112,6 +112,7 @@ def test_pointwise_conv_matches_conv2d(channels_last):
     assert y.shape == ref.shape
     assert rel(y.double(), ref) < 1e-5
     grad = torch.randn_like(y)
-    for got, want in zip(torch.autograd.grad(y, (x, weight, bias), grad),
-                         torch.autograd.grad(ref, (x, weight, bias), grad.double())):
+    for got, want in zip(
+            torch.autograd.grad(y, (x, weight, bias), grad), torch.autograd.grad(ref, (x, weight, bias),
+                                                                                 grad.double())):
         assert rel(got.double(), want.double()) < 1e-5

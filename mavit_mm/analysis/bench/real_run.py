@@ -33,12 +33,14 @@ from ..benchmarking import environment
 from . import non_negative_int, positive_int, print_env
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
+DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
+                   'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
 _TEST_TIME = re.compile(r'Epoch\(test\)\s*\[\s*(\d+)/\d+\].*?\btime: ([0-9.]+)')
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('configs', nargs='*', default=list(DEFAULT_CONFIGS), help=f'default: {" ".join(DEFAULT_CONFIGS)}')
+    parser.add_argument(
+        'configs', nargs='*', default=list(DEFAULT_CONFIGS), help=f'default: {" ".join(DEFAULT_CONFIGS)}')
     parser.add_argument('--data', default=osp.join(ROOT, 'data', 'bench'), help='the generated data (made if absent)')
     parser.add_argument('--iters', type=positive_int, default=150, help='training iterations per run')
     parser.add_argument('--warmup', type=non_negative_int, default=40, help='iterations before the steady state')
@@ -56,8 +58,8 @@ def train_options(config: str, iters: int) -> List[str]:
     """``--cfg-options`` of a short training run of ``config``'s own loop: ``iters`` iterations (an
     epoch-based loop: one epoch of the first ``2 * iters`` images), a checkpoint at the end, every
     iteration logged unsmoothed, the backbone from scratch."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(config)
+    from mavit_mm.utils.config_tools import load_config
+    cfg = load_config(config)
     opts = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1']
     if 'max_epochs' in cfg.train_cfg:
         batch = cfg.train_dataloader.batch_size
@@ -66,7 +68,8 @@ def train_options(config: str, iters: int) -> List[str]:
             f'train_dataloader.dataset.indices={iters * batch}'
         ]
     return opts + [
-        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}', f'default_hooks.checkpoint.interval={iters}'
+        f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
+        f'default_hooks.checkpoint.interval={iters}'
     ]
 
 
@@ -105,8 +108,8 @@ def _run(cmd: List[str], env: dict) -> float:
 
 
 def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict) -> dict:
-    from mmengine.config import Config
-    data_root = roots['coco' if Config.fromfile(config).get('default_scope') == 'mmdet' else 'ade']
+    from mavit_mm.utils.config_tools import load_config
+    data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)
     with tempfile.TemporaryDirectory() as work_dir:
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch.split(), '--no-validate']
@@ -118,8 +121,9 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
         row['train_wall_s'] = wall
         if args.test_images:
-            ckpt = sorted(glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(osp.join(work_dir, 'epoch_*.pth')),
-                          key=osp.getmtime)[-1]
+            ckpt = sorted(
+                glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(osp.join(work_dir, 'epoch_*.pth')),
+                key=osp.getmtime)[-1]
             tcmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir', work_dir]
             tcmd += ['--data-root', data_root, '--cfg-options', 'default_hooks.logger.interval=1']
             tcmd += ['log_processor.window_size=1', f'test_dataloader.dataset.indices={args.test_images}']
@@ -138,7 +142,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     from mavit_mm.bench_data import make_bench_data
     env_info = environment()
     print_env(env_info)
-    roots = make_bench_data(args.data, coco_train=max(400, 2 * args.iters), ade_train=100, ade_val=max(100, args.test_images))
+    roots = make_bench_data(
+        args.data, coco_train=max(400, 2 * args.iters), ade_train=100, ade_val=max(100, args.test_images))
     cache = args.triton_cache or tempfile.mkdtemp(prefix='triton-cache-')
     env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONUNBUFFERED='1')
     print(f'# Triton cache: {cache}', flush=True)

@@ -13,6 +13,9 @@ class DeviceMaxIoUAssigner(MaxIoUAssigner):
     on the host (one synchronisation per ground truth and image) and writing with boolean-mask indexing
     (one more each). Here every step is a ``torch.where`` over the ``(num_gts, num_priors)`` overlaps; where
     several ground truths claim a prior as their best match, the last one wins, as in the stock loop.
+    Every input the stock assigner takes gives the same ``gt_inds``, ``max_overlaps`` and int64 ``labels``
+    (``neg_iou_thr`` as a float, a 2-tuple or anything else), and the same error for a tuple of another
+    length or for labels other than int64 where this torch refuses to write them into int64 as stock does.
     """
 
     def assign_wrt_overlaps(self, overlaps: Tensor, gt_labels: Tensor) -> AssignResult:
@@ -33,12 +36,14 @@ class DeviceMaxIoUAssigner(MaxIoUAssigner):
         gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)
 
         assigned = torch.full_like(argmax_overlaps, -1)
+        # exactly the stock rule: a float is [0, thr), a 2-tuple [low, high); anything else (a list, an
+        # int) marks no negatives there, as in mmdet
         if isinstance(self.neg_iou_thr, float):
-            negative = (max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)
-        else:
+            assigned = torch.where((max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr), 0, assigned)
+        elif isinstance(self.neg_iou_thr, tuple):
+            assert len(self.neg_iou_thr) == 2
             low, high = self.neg_iou_thr
-            negative = (max_overlaps >= low) & (max_overlaps < high)
-        assigned = torch.where(negative, 0, assigned)
+            assigned = torch.where((max_overlaps >= low) & (max_overlaps < high), 0, assigned)
         assigned = torch.where(max_overlaps >= self.pos_iou_thr, argmax_overlaps + 1, assigned)
 
         if self.match_low_quality:
@@ -52,5 +57,11 @@ class DeviceMaxIoUAssigner(MaxIoUAssigner):
             last_claim = num_gts - claims.flip(0).to(torch.uint8).argmax(dim=0)  # 1-based ground-truth index
             assigned = torch.where(claims.any(dim=0), last_claim, assigned)
 
-        labels = torch.where(assigned > 0, gt_labels[(assigned - 1).clamp(min=0)], -1)
+        if gt_labels.dtype != torch.long:
+            # the stock assigner writes the labels into an int64 tensor by index_put, which this torch
+            # either refuses for other dtypes (then the same error is raised here) or casts
+            probe = assigned.new_full((1, ), -1)
+            probe[assigned.new_zeros(1)] = gt_labels[:1]
+        # int64 labels, -1 for every prior not assigned (never 255 from uint8 labels)
+        labels = torch.where(assigned > 0, gt_labels[(assigned - 1).clamp(min=0)].long(), -1)
         return AssignResult(num_gts=num_gts, gt_inds=assigned, max_overlaps=max_overlaps, labels=labels)

@@ -37,19 +37,20 @@ def mask_target_on_device(pos_proposals: Tensor, pos_assigned_gt_inds: Tensor, g
     if num_pos == 0 or len(gt_masks) == 0:
         return pos_proposals.new_zeros((0, ) + mask_size)
     device = pos_proposals.device
-    boxes = pos_proposals.detach().float().clone()
+    # pooled in the proposals' dtype, as the stock path (BitmapMasks.crop_and_resize) pools them
+    boxes = pos_proposals.detach().clone()
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, gt_masks.width)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, gt_masks.height)
     masks = torch.from_numpy(gt_masks.masks)
     if device.type == 'cuda':
         # a copy from pageable memory would first wait for every kernel queued so far
         masks = masks.pin_memory()
-    masks = masks.to(device, non_blocking=True).float()
+    masks = masks.to(device, non_blocking=True).to(boxes.dtype)
     rois = torch.cat([pos_assigned_gt_inds.to(boxes)[:, None], boxes], dim=1)
     targets = roi_align(masks[:, None], rois, mask_size, 1.0, 0, 'avg', True).squeeze(1)
     if not cfg.get('soft_mask_target', False):
-        targets = (targets >= 0.5).float()
-    return targets
+        return (targets >= 0.5).float()
+    return targets.float()
 
 
 @MODELS.register_module()

@@ -14,14 +14,15 @@ class DeviceRandomSampler(RandomSampler):
 
     The stock sampler runs ``torch.randperm`` on the CPU over the whole gallery (for the RPN: every
     negative anchor, ~10^5 per image) and copies the permutation to the GPU, twice per image and stage.
-    Here the permutation is drawn on the gallery's device; on the CPU both draw the same numbers.
+    Here the permutation is drawn on the gallery's device; on the CPU both draw the same numbers, on a GPU
+    from the GPU's generator (a different stream of the same uniform distribution, as another seed's).
     """
 
     def random_choice(self, gallery: Union[Tensor, np.ndarray, list], num: int) -> Union[Tensor, np.ndarray]:
         """``num`` distinct elements of ``gallery`` ``(n,)``, uniformly at random; same type as ``gallery``."""
         if not isinstance(gallery, Tensor):  # lists / arrays: the stock path (host data anyway)
             return super().random_choice(gallery, num)
-        if len(gallery) < num:
-            raise ValueError(f'cannot sample {num} elements from a gallery of {len(gallery)}')
+        if len(gallery) < num:  # the stock sampler asserts this: the same exception type
+            raise AssertionError(f'cannot sample {num} elements from a gallery of {len(gallery)}')
         perm = torch.randperm(gallery.numel(), device=gallery.device)[:num]
         return gallery[perm]

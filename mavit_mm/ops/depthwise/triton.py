@@ -28,8 +28,8 @@ _TARGET_PROGRAMS = 264
 
 
 @triton.jit(do_not_specialize=['H', 'W', 'num_pixels'])
-def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C: tl.constexpr, K: tl.constexpr,
-             BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C: tl.constexpr, K: tl.constexpr, BLOCK_P: tl.constexpr,
+             BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``y = conv(x, w) + b`` for ``BLOCK_P`` pixels x ``BLOCK_C`` channels; x ``(B*H*W, C)`` with pixel
     stride XS, y ``(B*H*W, C)`` dense, w ``(C, K*K)``."""
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -51,7 +51,9 @@ def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C: tl.constexpr, 
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_c, mask=in_c, other=0.0).to(tl.float32)[None, :]
     tl.store(
-        y_ptr + offs_p[:, None] * C + offs_c[None, :], acc.to(y_ptr.dtype.element_ty), mask=in_p[:, None] & in_c[None, :])
+        y_ptr + offs_p[:, None] * C + offs_c[None, :],
+        acc.to(y_ptr.dtype.element_ty),
+        mask=in_p[:, None] & in_c[None, :])
 
 
 @triton.jit(do_not_specialize=['H', 'W', 'num_pixels', 'chunk'])
@@ -73,7 +75,8 @@ def _dw_conv_grad_weight(x_ptr, g_ptr, part_ptr, H, W, num_pixels, chunk, XS, GS
                 row = (offs_p // W) % H
                 in_p = offs_p < num_pixels
                 ok = in_p & (row + dr >= 0) & (row + dr < H) & (col + dc >= 0) & (col + dc < W)
-                g = tl.load(g_ptr + offs_p[:, None] * GS + offs_c[None, :], mask=in_p[:, None] & in_c[None, :], other=0.0)
+                g = tl.load(
+                    g_ptr + offs_p[:, None] * GS + offs_c[None, :], mask=in_p[:, None] & in_c[None, :], other=0.0)
                 xv = tl.load(
                     x_ptr + (offs_p + dr * W + dc)[:, None] * XS + offs_c[None, :],
                     mask=ok[:, None] & in_c[None, :],
@@ -151,7 +154,7 @@ def depthwise_grad_weight(x: Tensor, grad: Tensor, kernel_size: int) -> Tensor:
 
 
 def depthwise_backward(x: Tensor, weight: Tensor, grad: Tensor, needs: Tuple[bool, bool,
-                                                                           bool]) -> Tuple[Optional[Tensor], ...]:
+                                                                             bool]) -> Tuple[Optional[Tensor], ...]:
     """``(dx, dweight, dbias)`` of :func:`depthwise_forward` (None where ``needs`` says so)."""
     dx = depthwise_forward(grad, weight.flip(-2, -1), None) if needs[0] else None
     dw = depthwise_grad_weight(x, grad, weight.shape[-1]).to(weight.dtype) if needs[1] else None

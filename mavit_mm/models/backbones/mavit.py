@@ -133,6 +133,10 @@ class Downsample(nn.Module):
         self.norm = build_norm_layer(norm_cfg, out_channels)[1]
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # the fast path's channels-last maps: convolution and norm in NCHW, where cuDNN's plan for a
+            # new input size is cheap (channels-last ones cost far more per size; docs/speed.md)
+            return self.norm(self.reduction(x.contiguous())).contiguous(memory_format=torch.channels_last)
         return self.norm(self.reduction(x))
 
 
@@ -452,11 +456,12 @@ class MAViT(BaseModule):
                              f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
                              f'mean/std to as many values), or convert the images to {self.in_channels} channels '
                              f"(LoadImageFromFile color_type='color').")
-        # channels-last on the fast path: LayerNorm2d's permutes become views, the attention's
-        # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs
+        x = self.patch_embed(x)
+        # channels-last blocks on the fast path: LayerNorm2d's permutes become views, the attention's
+        # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs. The stem and the
+        # downsamples stay NCHW: cuDNN plans their convolutions per input size, cheaply only in NCHW.
         if self.fast_path != 'off' and kernels_can_run(x):
             x = x.contiguous(memory_format=torch.channels_last)
-        x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.layers):
             feat, x = stage(x)

@@ -19,6 +19,7 @@ from mmengine.runner import Runner
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
 from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, enable_tta,
                                          enable_visualization, load_config, set_data_root)
+from mavit_mm.utils.dataset_checks import explain_dataset_errors
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
@@ -70,14 +71,15 @@ def main() -> None:
         enable_tta(cfg)
 
     check_datasets(cfg, ['test'])
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out:
-        if cfg.get('default_scope') == 'mmdet':
-            from mmdet.evaluation import DumpDetResults  # COCO-style boxes and RLE masks
-            runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-        else:
-            runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
-    runner.test()
+    with explain_dataset_errors(cfg, ['test']):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if args.out:
+            if cfg.get('default_scope') == 'mmdet':
+                from mmdet.evaluation import DumpDetResults  # COCO-style boxes and RLE masks
+                runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+            else:
+                runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
+        runner.test()
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ from mavit_mm.engine.fast_train import apply_fast_train
 from mavit_mm.utils.checkpoint_file import check_checkpoint_file
 from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, load_config,
                                          set_data_root, train_in_fp32, use_atomic_checkpoints)
+from mavit_mm.utils.dataset_checks import explain_dataset_errors
 from mavit_mm.utils.launch import prepare_cpu_distributed
 
 
@@ -109,9 +110,11 @@ def main() -> None:
             logger='current',
             level=logging.WARNING)
     use_atomic_checkpoints(cfg)
-    check_datasets(cfg, ['train'] if args.no_validate else ['train', 'val'])
+    splits = ['train'] if args.no_validate else ['train', 'val']
+    check_datasets(cfg, splits)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    with explain_dataset_errors(cfg, splits):
+        runner.train()
 
 
 if __name__ == '__main__':

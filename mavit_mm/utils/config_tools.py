@@ -12,6 +12,8 @@ from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from .dataset_checks import check_annotations
+
 DATASET_LAYOUTS = {
     'CocoDataset': """\
   {root}
@@ -84,7 +86,10 @@ def _dataset_paths(ds: ConfigDict) -> List[str]:
 
 
 def check_datasets(cfg: Config, splits: List[str]) -> None:
-    """Raise ``FileNotFoundError`` naming the expected layout when a dataset of ``splits`` is missing."""
+    """Raise ``FileNotFoundError`` naming the expected layout when a dataset of ``splits`` is missing, and
+    :class:`~mavit_mm.utils.dataset_checks.DatasetError` naming the file and the fix when an annotation file
+    is truncated or not JSON, or a COCO-format dataset would be empty after filtering
+    (:func:`~mavit_mm.utils.dataset_checks.check_annotations`)."""
     for split in splits:
         loader = cfg.get(SPLITS[split])
         if not loader:
@@ -100,6 +105,7 @@ def check_datasets(cfg: Config, splits: List[str]) -> None:
                 f'Expected layout:\n{layout.format(root=ds.get("data_root") or "<data_root>")}\n'
                 'Prepare it as in docs/datasets.md, or point the config at your copy with '
                 '--data-root /path/to/dataset (or --cfg-options).')
+    check_annotations(cfg, splits)
 
 
 def enable_visualization(cfg: Config, show_dir: Optional[str], show: bool = False) -> None:

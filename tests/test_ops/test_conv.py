@@ -101,10 +101,10 @@ def test_depthwise_falls_back_to_conv2d_where_kernels_do_not_run():
 
 
 @pytest.mark.parametrize('channels_last', [False, True])
-def test_pointwise_conv_matches_conv2d(channels_last, monkeypatch):
-    # exact fp32 on CUDA: cuDNN (the NCHW fallback) and cuBLAS would otherwise use TF32
-    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
-    monkeypatch.setattr(torch.backends.cuda.matmul, 'allow_tf32', False)
+def test_pointwise_conv_matches_conv2d(channels_last):
+    # exact fp32 on CUDA: cuDNN (the NCHW fallback) and cuBLAS would otherwise be allowed TF32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
     x = torch.randn(2, 16, 5, 7, device=DEVICE if CUDA else 'cpu', requires_grad=True)
     if channels_last:
         x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)

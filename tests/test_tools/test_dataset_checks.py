@@ -102,8 +102,9 @@ def test_the_runner_s_own_error_is_explained_for_large_files(toy):
     cfg, path = toy
     _edit_json(path, lambda c: [cat.update(name=f'part_{cat["id"]}') for cat in c['categories']])
     check_annotations(cfg, ['train'], full_check_bytes=0)  # only the ends: they are fine
-    import mavit_mm  # noqa: F401  (the config's custom import)
     from mmdet.registry import DATASETS
+
+    import mavit_mm  # noqa: F401  (the config's custom import)
     with DefaultScope.overwrite_default_scope('mmdet'):
         with pytest.raises(DatasetError, match='none of its category names') as info:
             with explain_dataset_errors(cfg, ['train']):

@@ -8,16 +8,17 @@
     python tools/analysis_tools/benchmark.py onnx --arch t --shape 512 2048 --precision bf16
     python tools/analysis_tools/benchmark.py runner --amp      # tools/train.py on the toy data: time vs data_time
     python tools/analysis_tools/benchmark.py real-run          # tools/train.py + test.py on COCO-sized data
+    python tools/analysis_tools/benchmark.py shapes --plain-convs   # what a new input size costs (CUDA)
 
-Every subcommand but ``runner`` and ``real-run`` takes --precision fp32|bf16|fp16, --batch-size, --shape H W, --warmup,
---repeats, --device and --out (json, written atomically); ``runner`` and ``real-run`` run tools/train.py (and
-tools/test.py) and take --warmup and --out. All print the device and versions first and report medians after warm-up
-(``benchmark.py SUBCOMMAND -h`` for the rest).
+Every subcommand but ``runner``, ``real-run`` and ``shapes`` takes --precision fp32|bf16|fp16, --batch-size,
+--shape H W, --warmup, --repeats, --device and --out (json, written atomically); ``runner`` and ``real-run``
+run tools/train.py (and tools/test.py) and take --warmup and --out. All print the device and versions first
+and report medians after warm-up (``benchmark.py SUBCOMMAND -h`` for the rest).
 """
 import argparse
 import json
 
-from mavit_mm.analysis.bench import backbone, memory, model, onnxrt, real_run, runner, train_iter
+from mavit_mm.analysis.bench import backbone, memory, model, onnxrt, real_run, runner, shapes, train_iter
 from mavit_mm.utils.fileio import write_text_atomic
 
 SUBCOMMANDS = {
@@ -27,7 +28,8 @@ SUBCOMMANDS = {
     'memory': memory,
     'onnx': onnxrt,
     'runner': runner,
-    'real-run': real_run
+    'real-run': real_run,
+    'shapes': shapes
 }
 
 

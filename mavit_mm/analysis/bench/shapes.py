@@ -1,0 +1,155 @@
+"""``benchmark.py shapes``: what a new input size costs, per convolution and per backbone training step.
+
+The micro view behind ``real-run``: detection batches change size almost every iteration, and a step at a
+size seen for the first time pays whatever a library plans or compiles per size. Two tables:
+
+- per operation (fp16, channels-last and NCHW, forward + backward): the first call at each of ``--sizes``
+  new stage-1-sized inputs against a second call at the same size (median over the sizes): cuDNN's 1x1,
+  depthwise 3x3 / 5x5 and dense stride-2 3x3 convolutions, the 1x1 as a GEMM, the depthwise ones as
+  :mod:`mavit_mm.ops.depthwise`'s Triton kernels;
+- per backbone (fp16 autocast, 2 images, forward + backward): a step at each of ``--sizes`` new
+  COCO-like padded sizes against a step at a size seen before: MAViT-T on its fast path, MAViT-T with the
+  blocks' convolutions left to cuDNN (``--plain-convs`` adds that row), and torchvision's Swin-T.
+"""
+import argparse
+import statistics
+import time
+from typing import Callable, Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..benchmarking import environment
+from . import check_device, positive_int, print_env
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--sizes', type=positive_int, default=10, help='new input sizes per row')
+    parser.add_argument('--plain-convs', action='store_true', help="add MAViT-T with the blocks' convs on cuDNN")
+    parser.add_argument('--device', default='cuda')
+    parser.add_argument('--out', help='write every figure as json (atomically)')
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def _ops() -> Dict[str, Tuple[int, Tuple[int, ...], Callable]]:
+    from mavit_mm.ops.conv import depthwise_conv, pointwise_conv
+    return {
+        'conv 1x1 64->256 (cuDNN)': (64, (256, 64, 1, 1), lambda x, w: F.conv2d(x, w)),
+        'conv 1x1 64->256 (GEMM)': (64, (256, 64, 1, 1), lambda x, w: pointwise_conv(x, w, None)),
+        'depthwise 3x3, 224 ch (cuDNN)': (224, (224, 1, 3, 3), lambda x, w: F.conv2d(x, w, padding=1, groups=224)),
+        'depthwise 3x3, 224 ch (Triton)': (224, (224, 1, 3, 3), lambda x, w: depthwise_conv(x, w)),
+        'depthwise 5x5, 64 ch (cuDNN)': (64, (64, 1, 5, 5), lambda x, w: F.conv2d(x, w, padding=2, groups=64)),
+        'depthwise 5x5, 64 ch (Triton)': (64, (64, 1, 5, 5), lambda x, w: depthwise_conv(x, w)),
+        'conv 3x3 s2 64->128 (cuDNN)': (64, (128, 64, 3, 3), lambda x, w: F.conv2d(x, w, stride=2, padding=1)),
+    }
+
+
+def per_op(device: torch.device, sizes: int) -> List[dict]:
+    rows = []
+    warm = torch.randn(2, 224, 32, 32, device=device, dtype=torch.float16)
+    for layout in ('channels_last', 'nchw'):
+        for k, (name, (c, wshape, fn)) in enumerate(_ops().items()):
+            w = (0.1 * torch.randn(wshape, device=device)).half().requires_grad_(True)
+            fn(warm[:, :c].contiguous(memory_format=torch.channels_last), w).sum().backward()  # compile / load
+            first, seen = [], []
+            for i in range(sizes):
+                # sizes no other row used: every row starts cold
+                x = torch.randn(2, c, 200, 200 + 8 * i + 97 * k + 3 * (layout == 'nchw'), device=device).half()
+                if layout == 'channels_last':
+                    x = x.contiguous(memory_format=torch.channels_last)
+                x.requires_grad_(True)
+
+                def step():
+                    y = fn(x, w)
+                    y.backward(torch.ones_like(y))
+
+                first.append(_timed(step))
+                seen.append(_timed(step))
+            rows.append(
+                dict(op=name, layout=layout, first_ms=statistics.median(first), seen_ms=statistics.median(seen)))
+            r = rows[-1]
+            print(
+                f'  {layout:13s} {name:32s} new size {r["first_ms"]:8.2f} ms   seen {r["seen_ms"]:6.2f} ms', flush=True)
+    return rows
+
+
+def _swin_t() -> torch.nn.Module:
+    import torchvision
+
+    class Features(torch.nn.Module):
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = torchvision.models.swin_t().features
+
+        def forward(self, x):
+            outs = []
+            for i, m in enumerate(self.features):
+                x = m(x)
+                if i % 2:
+                    outs.append(x)
+            return outs
+
+    return Features()
+
+
+def per_backbone(device: torch.device, sizes: int, plain_convs: bool) -> List[dict]:
+    from mavit_mm.models.backbones.mavit import MAViT
+    models = [('MAViT-T', lambda: MAViT('tiny', norm_cfg=dict(type='BN')))]
+    if plain_convs:
+
+        def plain():
+            m = MAViT('tiny', norm_cfg=dict(type='BN'))
+            for mod in m.modules():
+                if hasattr(mod, 'use_kernels') and isinstance(mod, torch.nn.Conv2d):
+                    mod.use_kernels = False  # MALA keeps its kernels
+            return m
+
+        models.append(("MAViT-T, blocks' convs on cuDNN", plain))
+    models.append(('Swin-T (torchvision)', _swin_t))
+    rows = []
+    for j, (name, build) in enumerate(models):
+        model = build().to(device).train()
+
+        def step(shape):
+            with torch.autocast('cuda', dtype=torch.float16):
+                loss = sum(o.float().mean() for o in model(torch.randn(2, 3, *shape, device=device)))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        step((224, 224))
+        shapes = [(800, 1088 + 32 * i) if i % 2 == 0 else (1088 + 32 * i, 800) for i in range(sizes)]
+        shapes = [(h + 32 * j, w) for h, w in shapes]  # new to this process for every model
+        first = [_timed(lambda: step(s)) for s in shapes]
+        seen = [_timed(lambda: step(s)) for s in shapes]
+        rows.append(
+            dict(
+                backbone=name,
+                first_ms=statistics.median(first),
+                max_first_ms=max(first),
+                seen_ms=statistics.median(seen)))
+        print(
+            f'  {name:32s} new size {rows[-1]["first_ms"]:8.1f} ms (max {rows[-1]["max_first_ms"]:.1f})   '
+            f'seen {rows[-1]["seen_ms"]:6.1f} ms',
+            flush=True)
+    return rows
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    device = check_device(parser, args.device)
+    if device.type != 'cuda':
+        parser.error('shapes measures cuDNN / Triton per-size costs: it needs a CUDA device')
+    env = environment()
+    print_env(env)
+    print('per operation, 2 x C x 200 x W fp16, forward + backward:')
+    ops = per_op(device, args.sizes)
+    print('per backbone training step, 2 images, fp16 autocast:')
+    backbones = per_backbone(device, args.sizes, args.plain_convs)
+    return dict(env=env, ops=ops, backbones=backbones)

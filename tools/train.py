@@ -50,8 +50,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--fast-train',
         action='store_true',
-        help='merged param groups + fused optimizer, pinned memory, on-device RoI sampling and mask targets '
-        '(mavit_mm.engine.fast_train; same losses)')
+        help='merged param groups + fused optimizer, pinned memory, on-device RoI assignment, sampling and mask '
+        "targets (mavit_mm.engine.fast_train; same losses); configs with fast_train=True get all but the sampler")
     parser.add_argument(
         '--auto-scale-lr',
         action='store_true',
@@ -86,9 +86,11 @@ def main() -> None:
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.cuda_graphs:
         add_cuda_graph_hook(cfg, args.cuda_graphs)
-    if args.fast_train:
-        for change in apply_fast_train(cfg):
-            print_log(f'--fast-train: {change}', logger='current')
+    if args.fast_train or cfg.get('fast_train', False):
+        # the config's opt-in keeps the stock sampler (a GPU draws another random stream); --fast-train all
+        origin = '--fast-train' if args.fast_train else "the config's fast_train=True"
+        for change in apply_fast_train(cfg, sampler=args.fast_train):
+            print_log(f'{origin}: {change}', logger='current')
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise KeyError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')

@@ -28,3 +28,8 @@ optim_wrapper = dict(
 
 # 8 GPUs x 2 images: --auto-scale-lr rescales the lr for other totals.
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# tools/train.py applies the host-side speed-ups that keep the numerics: merged param groups with a fused
+# optimizer, pinned memory, anchor / RoI assignment and mask targets on the GPU (docs/speed.md);
+# --fast-train adds the on-device sampler (another random stream)
+fast_train = True

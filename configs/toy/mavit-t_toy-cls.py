@@ -41,3 +41,6 @@ param_scheduler = [
 ]
 default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval=max_epochs))
 randomness = dict(seed=0)
+
+# plain training: the side the --fast-train parity tests compare with (tools/train.py --fast-train for the rest)
+fast_train = False

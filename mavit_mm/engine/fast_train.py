@@ -14,6 +14,9 @@ and those ``tools/misc/swap_backbone.py`` writes included) and returns what it c
 
 The losses are those of the plain config (tests compare them iteration by iteration on the CPU); only
 the random draws of the samplers on a GPU differ, as between any two seeds' runs.
+
+A config opts in with ``fast_train = True`` (the shipped MAViT configs do): ``tools/train.py`` then applies
+everything but the sampler, whose GPU draws are another random stream; ``--fast-train`` applies all of it.
 """
 import importlib
 import inspect
@@ -58,12 +61,14 @@ def _accepts(scope: str, type_name: str, arg: str) -> bool:
     return cls is not None and arg in inspect.signature(cls).parameters
 
 
-def apply_fast_train(cfg: Config, cuda: Optional[bool] = None) -> List[str]:
+def apply_fast_train(cfg: Config, cuda: Optional[bool] = None, sampler: bool = True) -> List[str]:
     """Switch ``cfg`` to the fast training path in place.
 
     Args:
         cfg: a loaded config with ``model``, ``optim_wrapper`` and dataloaders.
         cuda: whether training runs on CUDA (pinned memory needs it); defaults to ``torch.cuda.is_available()``.
+        sampler: also :class:`~mavit_mm.models.det.DeviceRandomSampler` for ``RandomSampler`` (same
+            distribution, another random stream on a GPU); False keeps the stock sampler.
 
     Returns:
         One line per change, for the log.
@@ -96,7 +101,8 @@ def apply_fast_train(cfg: Config, cuda: Optional[bool] = None) -> List[str]:
             preprocessor['non_blocking'] = True
             changes.append('model.data_preprocessor.non_blocking = True')
     if scope == 'mmdet':
-        replaced = replace_types(cfg.model, DET_DROP_INS)
+        drop_ins = DET_DROP_INS if sampler else {k: v for k, v in DET_DROP_INS.items() if k != 'RandomSampler'}
+        replaced = replace_types(cfg.model, drop_ins)
         if replaced:
             imports = cfg.get('custom_imports', dict(imports=[], allow_failed_imports=False))
             names = list(imports.get('imports', []))
@@ -104,6 +110,5 @@ def apply_fast_train(cfg: Config, cuda: Optional[bool] = None) -> List[str]:
                 imports['imports'] = names + [DET_MODULE]
                 cfg.custom_imports = imports
             importlib.import_module(DET_MODULE)  # Config.fromfile ran the config's imports already
-            changes.append(f'model: {replaced} MaxIoUAssigner / RandomSampler / FCNMaskHead -> '
-                           'DeviceMaxIoUAssigner / DeviceRandomSampler / DeviceFCNMaskHead')
+            changes.append(f'model: {replaced} of ' + ' / '.join(drop_ins) + ' -> ' + ' / '.join(drop_ins.values()))
     return changes

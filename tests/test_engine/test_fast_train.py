@@ -183,6 +183,21 @@ def test_apply_fast_train_on_detectors(config):
     assert isinstance(model.rpn_head.assigner, DeviceMaxIoUAssigner)
 
 
+def test_the_configs_opt_in_without_the_sampler():
+    """The shipped configs set fast_train=True: tools/train.py applies every part but the device sampler (a GPU
+    draws another random stream); the toy configs stay plain (they are the plain side of the parity tests)."""
+    import glob
+    for path in glob.glob(f'{ROOT}/configs/*/*.py'):
+        assert Config.fromfile(path).get('fast_train', False) is ('/toy/' not in path), path
+    cfg = Config.fromfile(MASK_RCNN)
+    changes = apply_fast_train(cfg, cuda=True, sampler=False)
+    types = list(_types(cfg.model))
+    assert types.count('RandomSampler') == 2 and 'DeviceRandomSampler' not in types
+    assert types.count('DeviceMaxIoUAssigner') == 2 and 'DeviceFCNMaskHead' in types
+    assert cfg.optim_wrapper.constructor == 'GroupedOptimWrapperConstructor'
+    assert not any('DeviceRandomSampler' in c for c in changes)
+
+
 def _boxes(rng, n, size=100.0):
     xy = rng.uniform(0, size, (n, 2))
     return torch.from_numpy(np.concatenate([xy, xy + rng.uniform(4, 40, (n, 2))], 1)).float()

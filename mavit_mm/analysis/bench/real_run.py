@@ -94,7 +94,7 @@ def _train_log(work_dir: str) -> List[dict]:
         return [d for d in (json.loads(line) for line in f if line.strip()) if 'loss' in d and 'time' in d]
 
 
-def test_times(log_text: str) -> List[float]:
+def per_image_times(log_text: str) -> List[float]:
     """Per-image ``time`` of a test run, from the text log (every iteration logged unsmoothed)."""
     return [float(t) for _, t in _TEST_TIME.findall(log_text)]
 
@@ -130,7 +130,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
             twall = _run(tcmd, env)
             logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)
             with open(logs[-1]) as f:
-                per_image = test_times(f.read())
+                per_image = per_image_times(f.read())
             if len(per_image) > 10:
                 row['test_images_per_s'] = 1 / statistics.median(per_image[10:])
             row['test_first10_s'] = statistics.mean(per_image[:10]) if per_image else float('nan')

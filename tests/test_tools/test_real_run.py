@@ -1,0 +1,107 @@
+"""The real-run benchmark's parts that run on a CPU: the generated COCO / ADE20K-shaped data (read back with
+pycocotools and mmdet / mmseg's own datasets), the short-run options and the statistics of a run's log."""
+import json
+import os
+import os.path as osp
+from collections import Counter
+
+import cv2
+import numpy as np
+import pytest
+from mmengine.registry import DefaultScope
+
+from mavit_mm.analysis.bench.real_run import per_image_times, steady_stats, train_options
+from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
+from helpers import ROOT
+
+
+@pytest.fixture(scope='module')
+def bench(tmp_path_factory):
+    return make_bench_data(str(tmp_path_factory.mktemp('bench')), coco_train=40, coco_val=6, ade_train=6, ade_val=6)
+
+
+def test_coco_shaped_data_has_real_sizes_and_valid_instances(bench):
+    from pycocotools.coco import COCO
+    coco = COCO(osp.join(bench['coco'], 'annotations', 'instances_train2017.json'))
+    images = coco.dataset['images']
+    sizes = Counter((im['width'], im['height']) for im in images)
+    assert len(sizes) >= 8  # many sizes, as COCO has
+    assert any(w < h for w, h in sizes) and any(w > h for w, h in sizes)  # both orientations
+    assert all(max(w, h) <= 640 for w, h in sizes) and sum(sizes[s] for s in COCO_COMMON_SIZES) > 0
+    for im in images:
+        img = cv2.imread(osp.join(bench['coco'], 'train2017', im['file_name']))
+        assert img.shape[:2] == (im['height'], im['width'])
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=im['id']))
+        assert 1 <= len(anns) <= 15
+        for ann in anns:
+            mask = coco.annToMask(ann)
+            assert mask.sum() > 0 and abs(mask.sum() - ann['area']) < 0.5 * ann['area'] + 20
+            x, y, w, h = ann['bbox']
+            assert 0 <= x and 0 <= y and x + w <= im['width'] and y + h <= im['height']
+    assert len(coco.dataset['categories']) == 80
+
+
+def test_stock_datasets_read_the_generated_data(bench):
+    """mmdet's CocoDataset with the stock config's 80 classes and filter, and mmseg's ADE20KDataset."""
+    import mmdet.datasets  # noqa: F401  (registers)
+    import mmseg.datasets  # noqa: F401
+    from mmdet.registry import DATASETS as DET
+    from mmseg.registry import DATASETS as SEG
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        coco = DET.build(
+            dict(
+                type='CocoDataset',
+                data_root=bench['coco'] + '/',
+                ann_file='annotations/instances_train2017.json',
+                data_prefix=dict(img='train2017/'),
+                filter_cfg=dict(filter_empty_gt=True, min_size=32),
+                pipeline=[]))
+    assert len(coco) == 40
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        ade = SEG.build(
+            dict(
+                type='ADE20KDataset',
+                data_root=bench['ade'],
+                data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+                pipeline=[]))
+    assert len(ade) == 6
+    labels = cv2.imread(ade[0]['seg_map_path'], cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(ade[0]['img_path'])
+    assert labels.shape == image.shape[:2] and labels.max() <= 150 and min(labels.shape) >= 256
+
+
+def test_data_is_written_once(bench):
+    marker = [p for p in os.listdir(osp.dirname(bench['coco'])) if p.startswith('.complete')]
+    assert len(marker) == 1
+    again = make_bench_data(osp.dirname(bench['coco']), coco_train=40, coco_val=6, ade_train=6, ade_val=6)
+    assert again == bench
+
+
+def test_train_options_shorten_the_config_s_own_loop():
+    epoch_based = train_options(osp.join(ROOT, 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py'), 50)
+    assert 'train_cfg.max_epochs=1' in epoch_based and 'train_dataloader.dataset.indices=100' in epoch_based
+    iter_based = train_options(osp.join(ROOT, 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py'), 50)
+    assert 'train_cfg.max_iters=50' in iter_based and 'default_hooks.checkpoint.interval=50' in iter_based
+    for opts in (epoch_based, iter_based):
+        assert 'model.backbone.init_cfg=None' in opts and 'log_processor.window_size=1' in opts
+
+
+def test_steady_stats_separate_the_cold_start():
+    times = [3.0, 2.0, 1.0] + [0.1] * 8 + [0.3, 0.2]
+    stats = steady_stats(times, [0.01] * len(times), warmup=3)
+    assert stats['iters'] == 10
+    assert stats['median_ms'] == pytest.approx(100.0)
+    assert stats['p90_ms'] == pytest.approx(200.0)
+    assert stats['cold_s'] == pytest.approx(6.0 - 0.3)
+    with pytest.raises(ValueError, match='raise --iters'):
+        steady_stats(times[:3], [0.0] * 3, warmup=3)
+
+
+def test_per_image_times_read_every_logged_test_iteration():
+    log = '\n'.join(
+        f'12/04 10:00:00 - mmengine - INFO - Epoch(test) [{i:>3}/40]    eta: 0:00:01  time: {0.05 * i:.4f}  '
+        f'data_time: 0.0020  memory: 300' for i in range(1, 5))
+    log += '\n12/04 10:00:01 - mmengine - INFO - Epoch(test) [40/40]    coco/bbox_mAP: 0.0000'
+    assert per_image_times(log) == pytest.approx([0.05, 0.10, 0.15, 0.20])
+    assert np.isclose(sum(per_image_times(log)), 0.5)
+    assert json.dumps(per_image_times('')) == '[]'

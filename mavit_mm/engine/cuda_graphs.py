@@ -354,7 +354,7 @@ def run_graphed_train(module: nn.Module,
         if not state.warned:
             state.warned = True
             warnings.warn(
-                "cuda_graphs='train': a second forward before the backward of the first; "
+                "CUDA graphs mode 'train': a second forward before the backward of the first; "
                 'such forwards run eagerly (the graphs hold one set of saved activations).', RuntimeWarning)
         return fn(x)
     key = _train_key(module, x)
@@ -373,7 +373,7 @@ def run_graphed_train(module: nn.Module,
         except Exception as e:
             # not recoverable in this process (a failed capture leaves CUDA's RNG unusable): say what to do
             state.disabled = f'{type(e).__name__}: {str(e)[:300]}'
-            raise RuntimeError(f"cuda_graphs='train' could not capture the training step of "
+            raise RuntimeError(f"CUDA graphs mode 'train' could not capture the training step of "
                                f'{type(module).__name__} for input {tuple(x.shape)}: {state.disabled}. Train '
                                "without it (or with mode='eval'), and please report it with your torch "
                                'version.') from e

@@ -239,12 +239,9 @@ def test_enable_checks_and_undo():
     assert cuda_graphs_mode(model) is None and model.state_dict().keys() == state.keys()
 
 
-def test_deprecated_backbone_argument_installs_the_engine_wrapper():
-    with pytest.warns(DeprecationWarning, match="add custom_hooks=\\[dict\\(type='CUDAGraphHook'"):
-        model = MAViT(arch='t', cuda_graphs=True)
-    assert cuda_graphs_mode(model) == 'eval'
-    with pytest.raises(ValueError, match='cuda_graphs must be False, True or one of'):
-        MAViT(arch='t', cuda_graphs='always')
+def test_graphs_are_an_engine_switch_not_a_backbone_argument():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'cuda_graphs'"):
+        MAViT(arch='t', cuda_graphs=True)
 
 
 def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):

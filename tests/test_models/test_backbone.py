@@ -112,7 +112,6 @@ def test_custom_arch_dict():
     (dict(with_cp=['all']),
      r"with_cp must be False, True \(whole blocks\) or a list of parts from \('block', 'ffn', 'stem'\)"),
     (dict(with_cp=('ffn', 'block')), "'block' already recomputes the FFNs"),
-    (dict(cuda_graphs='always'), r"cuda_graphs must be False, True or one of \('eval', 'train', 'all'\)"),
 ])
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -218,6 +217,8 @@ def test_layer_scale_init_values():
     assert model.layers[2].blocks[0].gamma_2.flatten()[0].item() == pytest.approx(1e-6)
 
 
-def test_with_cp_string_is_deprecated_for_a_list():
-    with pytest.warns(DeprecationWarning, match=r"with_cp='ffn'\) is deprecated: pass a list, with_cp=\['ffn'\]"):
-        assert MAViT(arch='tiny', with_cp='ffn').with_cp == frozenset({'ffn'})
+def test_with_cp_takes_a_list_of_parts_not_a_string():
+    assert MAViT(arch='tiny', with_cp=['ffn']).with_cp == frozenset({'ffn'})
+    with pytest.raises(ValueError, match=r"a list of parts from \('block', 'ffn', 'stem'\) such as \['ffn', 'stem'\], "
+                       r"got 'ffn'"):
+        MAViT(arch='tiny', with_cp='ffn')

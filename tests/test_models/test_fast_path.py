@@ -26,13 +26,11 @@ def pair(arch, device: str, **kwargs):
     return ref, copy.deepcopy(ref).set_fast_path('auto')
 
 
-def test_fast_path_values_and_deprecations():
+def test_fast_path_values():
     assert MAViT().fast_path == 'auto' and MAViT(fast_path='off').fast_path == 'off'
-    for old in ('kernels', 'compile'):
-        with pytest.warns(DeprecationWarning, match=f"fast_path='{old}'\\) is deprecated and now means 'auto'"):
-            assert MAViT(fast_path=old).fast_path == 'auto'
-    with pytest.raises(ValueError, match=r"fast_path must be one of \('auto', 'off'\)"):
-        MAViT(fast_path='triton')
+    for wrong in ('kernels', 'compile', 'triton'):
+        with pytest.raises(ValueError, match=r"fast_path must be one of \('auto', 'off'\), got '" + wrong):
+            MAViT(fast_path=wrong)
     with pytest.raises(ValueError, match='fast_path must be one of'):
         MAViT().set_fast_path('fast')
     # on a CPU tensor 'auto' is plain PyTorch (unless Triton's interpreter is on): maps stay NCHW

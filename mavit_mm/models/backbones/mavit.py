@@ -7,7 +7,6 @@ buffer names equal the authors' release, so its checkpoints load without remappi
 """
 import contextlib
 import copy
-import warnings
 from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,8 +18,6 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-# only for the deprecated ``cuda_graphs`` argument: graphs are an engine-level switch now
-from mavit_mm.engine.cuda_graphs import CUDA_GRAPHS_MODES, enable_cuda_graphs
 from mavit_mm.ops.mala import kernels_can_run
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
@@ -30,23 +27,10 @@ from ..utils.pretrained import load_pretrained_backbone
 DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
 WITH_CP_PARTS = ('block', 'ffn', 'stem')
 FAST_PATH_MODES = ('auto', 'off')
-# accepted for one more release, with a DeprecationWarning: what they mean now
-_DEPRECATED_FAST_PATH = {
-    'kernels': "'kernels' is what 'auto' does on CUDA",
-    'compile': "blocks are no longer compiled one by one; compile the whole model instead (mmengine: "
-    "compile=True in the config, or torch.compile(model))",
-}
 
 
 def parse_fast_path(mode: str) -> str:
-    """``fast_path`` as one of :data:`FAST_PATH_MODES` (old values warn and map to ``'auto'``)."""
-    if mode in _DEPRECATED_FAST_PATH:
-        warnings.warn(
-            f"MAViT(fast_path={mode!r}) is deprecated and now means 'auto': "
-            f'{_DEPRECATED_FAST_PATH[mode]}.',
-            DeprecationWarning,
-            stacklevel=3)
-        return 'auto'
+    """``fast_path`` checked against :data:`FAST_PATH_MODES`."""
     if mode not in FAST_PATH_MODES:
         raise ValueError(f'fast_path must be one of {FAST_PATH_MODES}, got {mode!r}')
     return mode
@@ -59,13 +43,6 @@ def parse_with_cp(with_cp: Union[bool, Sequence[str]]) -> FrozenSet[str]:
         return frozenset()
     if with_cp is True:
         return frozenset({'block'})
-    if isinstance(with_cp, str):
-        warnings.warn(
-            f'MAViT(with_cp={with_cp!r}) is deprecated: pass a list, with_cp=[{with_cp!r}] '
-            "(or True for whole blocks).",
-            DeprecationWarning,
-            stacklevel=3)
-        with_cp = [with_cp]
     parts = list(with_cp) if isinstance(with_cp, (list, tuple)) else None
     if parts is None or not parts or any(p not in WITH_CP_PARTS for p in parts):
         raise ValueError(f'with_cp must be False, True (whole blocks) or a list of parts from {WITH_CP_PARTS} '
@@ -225,9 +202,6 @@ class MAViT(BaseModule):
             GEMMs and Triton kernels that take any size); elsewhere, and with
             ``'off'``, plain PyTorch. Both compute the same function (docs/speed.md). Defaults to
             ``'auto'``.
-        cuda_graphs (bool | str): Deprecated: use ``custom_hooks=[dict(type='CUDAGraphHook',
-            module='backbone', mode=...)]`` or :func:`mavit_mm.engine.enable_cuda_graphs`, which
-            this calls with ``'eval'`` for True, else the given mode. Defaults to False.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -281,7 +255,6 @@ class MAViT(BaseModule):
                  norm_eval: bool = False,
                  with_cp: Union[bool, Sequence[str]] = False,
                  fast_path: str = 'auto',
-                 cuda_graphs: Union[bool, str] = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_settings = self._parse_arch(arch)
@@ -300,8 +273,6 @@ class MAViT(BaseModule):
         self.frozen_stages = frozen_stages
         self.with_cp = parse_with_cp(with_cp)
         fast_path = parse_fast_path(fast_path)
-        if cuda_graphs not in (False, True) + CUDA_GRAPHS_MODES:
-            raise ValueError(f'cuda_graphs must be False, True or one of {CUDA_GRAPHS_MODES}, got {cuda_graphs!r}')
         self.norm_eval = norm_eval
         self.attn_types = self._parse_attn_types(attn_types, depths)
         if drop_path_rate is None:
@@ -322,14 +293,6 @@ class MAViT(BaseModule):
         self.apply(self._init_module)
         self.set_fast_path(fast_path)
         self._freeze_stages()
-        if cuda_graphs:
-            mode = 'eval' if cuda_graphs is True else cuda_graphs
-            warnings.warn(
-                f'MAViT(cuda_graphs={cuda_graphs!r}) is deprecated: add custom_hooks=[dict('
-                f"type='CUDAGraphHook', module='backbone', mode={mode!r})] to the config instead.",
-                DeprecationWarning,
-                stacklevel=2)
-            enable_cuda_graphs(self, mode)
 
     def set_fast_path(self, mode: str) -> 'MAViT':
         """Switch between the fast path and plain PyTorch (see ``fast_path``); weights are shared."""

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mmengine.registry import DefaultScope
 
-from mavit_mm.analysis.bench.real_run import per_image_times, steady_stats, train_options
+from mavit_mm.analysis.bench.real_run import per_image_times, steady_stats, switch_args, train_options
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from helpers import ROOT
 
@@ -84,6 +84,12 @@ def test_train_options_shorten_the_config_s_own_loop():
     assert 'train_cfg.max_iters=50' in iter_based and 'default_hooks.checkpoint.interval=50' in iter_based
     for opts in (epoch_based, iter_based):
         assert 'model.backbone.init_cfg=None' in opts and 'log_processor.window_size=1' in opts
+
+
+def test_switch_entries_become_train_py_flags():
+    assert switch_args('none') == []
+    assert switch_args('fast-train') == ['--fast-train']
+    assert switch_args('fast-train,cuda-graphs=train') == ['--fast-train', '--cuda-graphs', 'train']
 
 
 def test_steady_stats_separate_the_cold_start():

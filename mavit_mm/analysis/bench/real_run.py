@@ -47,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--switches',
         nargs='+',
-        default=[''],
-        help="tools/train.py switches beside --amp, one run each: '' (the README command), '--fast-train', ...")
+        default=['none'],
+        help="one run per entry, each tools/train.py's switches beside --amp, without dashes, comma-separated: "
+        "none (the README command), fast-train, fast-train,cuda-graphs=train, ... (default: none)")
     parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
     parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
     parser.add_argument('--out', help='write every figure as json (atomically)')
@@ -71,6 +72,17 @@ def train_options(config: str, iters: int) -> List[str]:
         f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
         f'default_hooks.checkpoint.interval={iters}'
     ]
+
+
+def switch_args(entry: str) -> List[str]:
+    """``'fast-train,cuda-graphs=train'`` -> ``['--fast-train', '--cuda-graphs', 'train']``; ``'none'`` -> []."""
+    if entry in ('none', ''):
+        return []
+    out = []
+    for item in entry.split(','):
+        name, _, value = item.partition('=')
+        out += [f'--{name}'] + ([value] if value else [])
+    return out
 
 
 def steady_stats(times: List[float], data_times: List[float], warmup: int) -> Dict[str, float]:
@@ -112,7 +124,8 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
     data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)
     with tempfile.TemporaryDirectory() as work_dir:
-        cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch.split(), '--no-validate']
+        cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch_args(switch)]
+        cmd += ['--no-validate']
         cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, args.iters)]
         wall = _run(cmd, env)
         steps = _train_log(work_dir)
@@ -157,7 +170,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         name = osp.splitext(osp.basename(str(r['config'])))[0]
-        command = ' '.join(['--amp', *str(r['switch']).split()])
+        command = ' '.join(['--amp', *switch_args(str(r['switch']))])
         print(f'| {name} | `{command}` | {r["median_ms"]:.1f} | '
               f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {r["cold_s"]:.1f} | {r["startup_s"]:.1f} | '
               f'{r.get("test_images_per_s", float("nan")):.1f} | {r.get("test_first10_s", float("nan")):.2f} |')

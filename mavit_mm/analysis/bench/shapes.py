@@ -108,8 +108,8 @@ def per_backbone(device: torch.device, sizes: int, plain_convs: bool) -> List[di
         def plain():
             m = MAViT('tiny', norm_cfg=dict(type='BN'))
             for mod in m.modules():
-                if hasattr(mod, 'use_kernels') and isinstance(mod, torch.nn.Conv2d):
-                    mod.use_kernels = False  # MALA keeps its kernels
+                if hasattr(mod, 'fast_convs'):
+                    mod.fast_convs = False  # MALA keeps its kernels
             return m
 
         models.append(("MAViT-T, blocks' convs on cuDNN", plain))

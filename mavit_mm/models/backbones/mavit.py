@@ -297,9 +297,12 @@ class MAViT(BaseModule):
     def set_fast_path(self, mode: str) -> 'MAViT':
         """Switch between the fast path and plain PyTorch (see ``fast_path``); weights are shared."""
         self.fast_path = parse_fast_path(mode)
+        fast = self.fast_path != 'off'
         for m in self.modules():
-            if hasattr(m, 'use_kernels'):  # the attentions and the blocks' convolutions
-                m.use_kernels = self.fast_path != 'off'
+            if hasattr(m, 'use_kernels'):  # the attentions' MALA kernels
+                m.use_kernels = fast
+            if hasattr(m, 'fast_convs'):  # the blocks', attentions' and FFNs' convolutions
+                m.fast_convs = fast
         return self
 
     def check_cuda_graphs(self, mode: str) -> None:

@@ -4,7 +4,7 @@ from typing import Tuple
 import torch
 from torch import Tensor, nn
 
-from .conv import DepthwiseConv2d, PointwiseConv2d
+from .conv import depthwise, pointwise
 
 
 class ConvAttentionBase(nn.Module):
@@ -28,11 +28,13 @@ class ConvAttentionBase(nn.Module):
         self.num_heads = num_heads
         self.head_dim = embed_dims // num_heads
         self.scale = self.head_dim**-0.5
-        self.qkvo = PointwiseConv2d(embed_dims, embed_dims * 4)
-        self.lepe = DepthwiseConv2d(embed_dims, 5)
-        self.proj = PointwiseConv2d(embed_dims, embed_dims)
-        # set by the backbone's fast_path: attend() may use fused kernels where they run
+        self.qkvo = nn.Conv2d(embed_dims, embed_dims * 4, 1)
+        self.lepe = nn.Conv2d(embed_dims, embed_dims, 5, 1, 2, groups=embed_dims)
+        self.proj = nn.Conv2d(embed_dims, embed_dims, 1)
+        # set by the backbone's fast_path: attend() may use fused kernels where they run, and the
+        # convolutions the fast path's (mavit_mm.models.layers.conv)
         self.use_kernels = False
+        self.fast_convs = False
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
         """Mix tokens: q, k, v ``(B, heads, N, head_dim)`` -> ``(B, heads, N, head_dim)``."""
@@ -47,12 +49,12 @@ class ConvAttentionBase(nn.Module):
         """Args: x ``(B, C, H, W)``; rope: ``(sin, cos)``, each ``(H * W, head_dim)``.
         Returns ``(B, C, H, W)``."""
         b, c, h, w = x.shape
-        q, k, v, o = self.qkvo(x).chunk(4, dim=1)
-        lepe = self.lepe(v)
+        q, k, v, o = pointwise(self.qkvo, x, self.fast_convs).chunk(4, dim=1)
+        lepe = depthwise(self.lepe, v, self.fast_convs)
         out = self.attend(self.split_heads(q), self.split_heads(k), self.split_heads(v), *rope)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # keep the fast path's channels-last layout: a view for the MALA kernels' output
             out = out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
         else:
             out = out.transpose(-2, -1).reshape(b, c, h, w)
-        return self.proj((out + lepe) * o)
+        return pointwise(self.proj, (out + lepe) * o, self.fast_convs)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention_base import ConvAttentionBase
-from .conv import DepthwiseConv2d, PointwiseConv2d
+from .conv import depthwise, pointwise
 from .mala import MALAttention
 from .softmax_attention import RoPESoftmaxAttention
 
@@ -45,16 +45,18 @@ class ConvFFN(nn.Module):
 
     def __init__(self, embed_dims: int, hidden_dims: int, recompute: bool = False) -> None:
         super().__init__()
-        self.fc1 = PointwiseConv2d(embed_dims, hidden_dims)
+        self.fc1 = nn.Conv2d(embed_dims, hidden_dims, 1)
         self.act = nn.GELU()
-        self.dwconv = DepthwiseConv2d(hidden_dims, 3)
-        self.fc2 = PointwiseConv2d(hidden_dims, embed_dims)
+        self.dwconv = nn.Conv2d(hidden_dims, hidden_dims, 3, 1, 1, groups=hidden_dims)
+        self.fc2 = nn.Conv2d(hidden_dims, embed_dims, 1)
         self.recompute = recompute
+        # set by the backbone's fast_path: the convolutions may take the fast path's kernels
+        self.fast_convs = False
 
     def _ffn(self, x: Tensor) -> Tensor:
-        x = self.act(self.fc1(x))
-        x = x + self.dwconv(x)
-        return self.fc2(x)
+        x = self.act(pointwise(self.fc1, x, self.fast_convs))
+        x = x + depthwise(self.dwconv, x, self.fast_convs)
+        return pointwise(self.fc2, x, self.fast_convs)
 
     def forward(self, x: Tensor) -> Tensor:
         if self.recompute and torch.is_grad_enabled() and (x.requires_grad or self.fc1.weight.requires_grad):
@@ -94,7 +96,7 @@ class MAViTBlock(nn.Module):
         if attn_type not in ATTENTIONS:
             raise ValueError(f'attention type {attn_type!r} is not one of {sorted(ATTENTIONS)}')
         self.attn_type = attn_type
-        self.pos = DepthwiseConv2d(embed_dims, 3)
+        self.pos = nn.Conv2d(embed_dims, embed_dims, 3, 1, 1, groups=embed_dims)
         self.norm1 = LayerNorm2d(embed_dims)
         self.attn: ConvAttentionBase = ATTENTIONS[attn_type](embed_dims, num_heads)
         self.norm2 = LayerNorm2d(embed_dims)
@@ -102,9 +104,10 @@ class MAViTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.gamma_1 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))
         self.gamma_2 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))
+        self.fast_convs = False  # set by the backbone's fast_path, as in the attention and the FFN
 
     def forward(self, x: Tensor, rope: Tuple[Tensor, Tensor]) -> Tensor:
         """Args: x ``(B, C, H, W)``; rope: ``(sin, cos)`` of the stage. Returns ``(B, C, H, W)``."""
-        x = x + self.pos(x)
+        x = x + depthwise(self.pos, x, self.fast_convs)
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
         return x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))

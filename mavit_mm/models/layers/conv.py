@@ -1,35 +1,25 @@
-"""``nn.Conv2d`` subclasses of the MAViT block that take the fast path's convolutions.
+"""The MAViT block's convolutions, through the fast path's kernels where they apply.
 
-They hold the same parameters under the same names as ``nn.Conv2d`` (checkpoints load as before);
-with ``use_kernels`` (set by the backbone's ``fast_path``) they call :mod:`mavit_mm.ops.conv`, which
-needs no cuDNN plan per input size, otherwise ``nn.Conv2d.forward``.
+The layers keep plain ``nn.Conv2d`` modules (the release's checkpoint keys; FLOPs counters that hook
+``nn.Conv2d`` count them) and call them through :func:`pointwise` / :func:`depthwise`: with ``fast``
+(the backbone's ``fast_path``) a channels-last CUDA map goes to :mod:`mavit_mm.ops.conv`, which needs
+no cuDNN plan per input size; anything else to the module itself.
 """
 from torch import Tensor, nn
 
 from mavit_mm.ops.conv import depthwise_conv, pointwise_conv
+from mavit_mm.ops.depthwise import kernels_take
 
 
-class PointwiseConv2d(nn.Conv2d):
-    """A 1x1 convolution ``(B, C_in, H, W)`` -> ``(B, C_out, H, W)``; a GEMM on channels-last CUDA maps."""
-
-    def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__(in_channels, out_channels, 1)
-        self.use_kernels = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.use_kernels:
-            return pointwise_conv(x, self.weight, self.bias)
-        return super().forward(x)
+def pointwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
+    """A 1x1 ``conv`` of ``x`` ``(B, C_in, H, W)``: one GEMM over the pixels on the fast path."""
+    if fast and x.is_cuda:
+        return pointwise_conv(x, conv.weight, conv.bias)
+    return conv(x)
 
 
-class DepthwiseConv2d(nn.Conv2d):
-    """A depthwise ``K x K`` stride-1 'same' convolution ``(B, C, H, W)`` -> ``(B, C, H, W)``."""
-
-    def __init__(self, channels: int, kernel_size: int) -> None:
-        super().__init__(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels)
-        self.use_kernels = False
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.use_kernels:
-            return depthwise_conv(x, self.weight, self.bias)
-        return super().forward(x)
+def depthwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
+    """A depthwise stride-1 'same' ``conv`` of ``x`` ``(B, C, H, W)``: Triton kernels on the fast path."""
+    if fast and kernels_take(x, conv.weight):
+        return depthwise_conv(x, conv.weight, conv.bias)
+    return conv(x)

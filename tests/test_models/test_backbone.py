@@ -219,6 +219,7 @@ def test_layer_scale_init_values():
 
 def test_with_cp_takes_a_list_of_parts_not_a_string():
     assert MAViT(arch='tiny', with_cp=['ffn']).with_cp == frozenset({'ffn'})
-    with pytest.raises(ValueError, match=r"a list of parts from \('block', 'ffn', 'stem'\) such as \['ffn', 'stem'\], "
-                       r"got 'ffn'"):
+    with pytest.raises(
+            ValueError, match=r"a list of parts from \('block', 'ffn', 'stem'\) such as \['ffn', 'stem'\], "
+            r"got 'ffn'"):
         MAViT(arch='tiny', with_cp='ffn')

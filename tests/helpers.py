@@ -2,10 +2,17 @@
 import os.path as osp
 import subprocess
 import sys
+import uuid
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
 from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from mavit_mm import MAViT
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -83,3 +90,51 @@ def call_tool(path: str, *args: str) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+# A tiny MAViT classifier trained by mmengine's Runner on random images: the Runner tests' model.
+TOY_ARCH = dict(embed_dims=[16, 32, 32, 64], depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4])
+
+
+class ToyClassifier(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = MAViT(arch=TOY_ARCH, out_indices=(3, ), drop_path_rate=0.0)
+        self.head = torch.nn.Linear(64, 3)
+
+    def forward(self, inputs, labels=None, mode='loss'):
+        logits = self.head(self.backbone(torch.stack(inputs))[0].mean((2, 3)))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, torch.stack(labels)))
+        return logits
+
+
+class ToyImages(Dataset):
+
+    def __len__(self):
+        return 12
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.randn(3, 32, 32, generator=g), labels=torch.tensor(i % 3))
+
+
+def make_runner(work_dir, **kwargs):
+    # A unique experiment name: two Runners started in the same second would otherwise share
+    # mmengine's timestamp-named logger (and log file).
+    return Runner(
+        model=ToyClassifier(),
+        work_dir=str(work_dir),
+        experiment_name=f'resume-{uuid.uuid4().hex}',
+        train_dataloader=dict(
+            dataset=ToyImages(), batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True,
+                                                                           seed=0)),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=3),
+        train_cfg=dict(by_epoch=False, max_iters=6),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=3, by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0, deterministic=True),
+        **kwargs)

@@ -12,9 +12,9 @@ from mmengine.config import Config
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm.utils.backbone_swap import render_config, swap_backbone
 from mavit_mm.utils.config_tools import build_model, load_config
+from mavit_mm.utils.swap_sweep import forward_once as tensor_forward
 from helpers import ROOT
 from reference import region_mala
-from test_configs import tensor_forward
 
 sys.path.insert(0, ROOT)  # projects.* as custom_imports see it from the repository root
 

@@ -249,7 +249,8 @@ def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):
     (on CPU it runs the plain forward, so the 6 iterations train as without it); a wrong module path and a
     wrong mode are refused with messages."""
     from mmengine.registry import HOOKS
-    from test_runner_checkpoint import make_runner
+
+    from helpers import make_runner
     runner = make_runner(tmp_path / 'ok', custom_hooks=[dict(type='CUDAGraphHook', module='backbone', mode='train')])
     runner.train()
     assert cuda_graphs_mode(runner.model.backbone) == 'train' and runner.iter == 6

@@ -17,8 +17,6 @@ import numpy as np
 
 CLASSES = ('circle', 'square', 'triangle')
 PALETTE = [(220, 20, 60), (0, 128, 255), (255, 200, 0)]
-SEG_CLASSES = ('background', ) + CLASSES
-SEG_PALETTE = [(0, 0, 0)] + PALETTE
 SPLITS = {'train': 'training', 'val': 'validation'}
 
 

@@ -3,7 +3,7 @@ import os.path as osp
 import subprocess
 import sys
 import uuid
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -68,10 +68,6 @@ def forward_backward(model: nn.Module, x: Tensor, dtype: Optional[torch.dtype] =
 def run_tool(*args: str, timeout: float = 900, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """``python ARGS`` from the repository root (a tool under tools/), output captured."""
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def tool_argv(path: str) -> List[str]:
-    return [sys.executable, osp.join(ROOT, path)]
 
 
 def call_tool(path: str, *args: str) -> int:

@@ -70,7 +70,7 @@ def _drop_path_rate(backbone: dict) -> Optional[float]:
         return float(backbone['drop_path_rate'])
     if backbone.get('type') == 'MAViT':
         from mavit_mm.models.backbones import MAViT
-        return float(MAViT._parse_arch(backbone.get('arch', 'tiny')).get('drop_path_rate', 0.0))
+        return float(MAViT.parse_arch(backbone.get('arch', 'tiny')).get('drop_path_rate', 0.0))
     return None
 
 

@@ -18,7 +18,6 @@ field by field. Conventions of that era that a value relies on:
 """
 from typing import Any, Dict
 
-ARCH_NAMES = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 # Stochastic depth of the release's dense-prediction configs (the same for every framework).
 DENSE_DROP_PATH = {'t': 0.1, 's': 0.15, 'b': 0.4, 'l': 0.55}
 MMCV_NORM_KEYS = {

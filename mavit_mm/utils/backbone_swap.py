@@ -175,7 +175,7 @@ def swap_backbone(cfg: Config,
         dict: Config fields to write below ``_base_ = <stock config>``: ``model`` (backbone with
         ``_delete_``, the readers' channels), ``optim_wrapper`` and ``custom_imports``.
     """
-    widths = MAViT._parse_arch(arch)['embed_dims']
+    widths = MAViT.parse_arch(arch)['embed_dims']
     outputs = stock_outputs(cfg)
     strides, stock_channels = [s for s, _ in outputs], [c for _, c in outputs]
     if out_indices is not None:

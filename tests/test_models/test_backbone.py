@@ -223,3 +223,11 @@ def test_with_cp_takes_a_list_of_parts_not_a_string():
             ValueError, match=r"a list of parts from \('block', 'ffn', 'stem'\) such as \['ffn', 'stem'\], "
             r"got 'ffn'"):
         MAViT(arch='tiny', with_cp='ffn')
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import mavit_mm.models.backbones.mavit as module
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

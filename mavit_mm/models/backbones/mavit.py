@@ -163,6 +163,10 @@ class MAViTStage(nn.Module):
 class MAViT(BaseModule):
     """MAViT backbone for classification, detection and segmentation.
 
+    From `Rectifying Magnitude Neglect in Linear Attention <https://arxiv.org/abs/2507.00698>`_
+    (Fan et al., ICCV 2025): magnitude-aware linear attention (MALA) in stages 1-2, softmax attention
+    in stages 3-4.
+
     Args:
         arch (str | dict): A name in :attr:`arch_zoo` (``'tiny'``/``'t'``, ``'small'``/``'s'``,
             ``'base'``/``'b'``, ``'large'``/``'l'``) or a dict with ``embed_dims``, ``depths``,
@@ -205,6 +209,15 @@ class MAViT(BaseModule):
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
+
+    Example:
+        >>> import torch
+        >>> from mavit_mm import MAViT
+        >>> model = MAViT(arch='tiny', out_indices=(0, 1, 2, 3)).eval()
+        >>> with torch.no_grad():
+        ...     outs = model(torch.rand(1, 3, 224, 224))
+        >>> [tuple(o.shape) for o in outs]
+        [(1, 64, 56, 56), (1, 128, 28, 28), (1, 256, 14, 14), (1, 512, 7, 7)]
     """
 
     arch_zoo: Dict[str, dict] = {
@@ -257,7 +270,7 @@ class MAViT(BaseModule):
                  fast_path: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
-        self.arch_settings = self._parse_arch(arch)
+        self.arch_settings = self.parse_arch(arch)
         embed_dims = self.arch_settings['embed_dims']
         depths = self.arch_settings['depths']
         num_stages = len(depths)
@@ -315,7 +328,9 @@ class MAViT(BaseModule):
 
     # ------------------------------------------------------------------ argument parsing
     @classmethod
-    def _parse_arch(cls, arch: Union[str, dict]) -> dict:
+    def parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """The settings of ``arch``: an :attr:`arch_zoo` entry by name (``'tiny'`` or ``'t'``, ...), or a
+        dict checked for the required keys (``embed_dims``, ``depths``, ``num_heads``)."""
         if isinstance(arch, str):
             key = arch.lower()
             if key not in cls.arch_zoo:

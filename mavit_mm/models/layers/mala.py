@@ -8,7 +8,7 @@ from .attention_base import ConvAttentionBase
 
 @MODELS.register_module()
 class MALAttention(ConvAttentionBase):
-    """MAViT's magnitude-aware linear attention block (the release's flag ``'l'``), linear in tokens.
+    """MAViT's magnitude-aware linear attention layer (the release's flag ``'l'``), linear in tokens.
 
     Args:
         embed_dims (int): Channels C.

@@ -168,9 +168,9 @@ def explain_dataset_errors(cfg: Config, splits: Sequence[str]) -> Iterator[None]
     parse up front are parsed now, on the failure path only)."""
     try:
         yield
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-        if isinstance(e, DatasetError) or not (isinstance(e, (json.JSONDecodeError, UnicodeDecodeError))
-                                               or 'need at least one array to concatenate' in str(e)):
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        unreadable = isinstance(e, (json.JSONDecodeError, UnicodeDecodeError))
+        if isinstance(e, DatasetError) or not (unreadable or 'need at least one array to concatenate' in str(e)):
             raise
         try:
             check_annotations(cfg, splits, full_check_bytes=2**62)

@@ -20,6 +20,9 @@ The rotation acts on channel pairs ``(2t, 2t+1)``: ``R(x) = x cos + P(x) sin`` w
 
 The entry point :func:`mala_attention_triton` is a ``torch.library`` custom op with its autograd
 registered, so ``torch.compile`` treats it as one opaque node.
+
+The token count is not a specialization key (``do_not_specialize``): an image size that is new to
+the process reuses the kernels compiled for any other size instead of compiling its own variant.
 """
 from typing import Callable, Dict, Optional, Tuple
 
@@ -95,7 +98,7 @@ def _load_reduced(mat_ptr, vec_ptr, vec2_ptr, bh, offs_d, D: tl.constexpr):
             tl.load(vec2_ptr + bh * D + offs_d))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'chunk'])
 def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, H, chunk, skb, skh, skn, skd, svb, svh,
                      svn, svd, D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
                      PREC: tl.constexpr):
@@ -126,7 +129,7 @@ def _mala_fwd_reduce(k_ptr, v_ptr, sin_ptr, cos_ptr, kv_ptr, ks_ptr, vs_ptr, N, 
     _store_partials(kv_ptr, ks_ptr, vs_ptr, kv, ks, vs, offs_d, D)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N'])
 def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N, H, scale, sqb, sqh, sqn, sqd, sob, soh,
                     son, sod, D: tl.constexpr, HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
                     PREC: tl.constexpr, EPS: tl.constexpr):
@@ -149,7 +152,7 @@ def _mala_fwd_apply(q_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, out_ptr, N,
     tl.store(o_base + offs_n[:, None] * son + offs_d[None, :] * sod, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N', 'chunk'])
 def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq_ptr, dkv_ptr, dkm_ptr, dvm_ptr, N, H,
                       chunk, scale, sqb, sqh, sqn, sqd, sgb, sgh, sgn, sgd, sdb, sdh, sdn, sdd, D: tl.constexpr,
                       HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr, EPS: tl.constexpr):
@@ -196,7 +199,7 @@ def _mala_bwd_queries(q_ptr, g_ptr, sin_ptr, cos_ptr, kv_ptr, km_ptr, vm_ptr, dq
     _store_partials(dkv_ptr, dkm_ptr, dvm_ptr, dkv, dkm, dvm, offs_d, D)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=['N'])
 def _mala_bwd_keys(k_ptr, v_ptr, sin_ptr, cos_ptr, dkv_ptr, dkm_ptr, dvm_ptr, dk_ptr, dv_ptr, N, H, kv_scale, skb, skh,
                    skn, skd, svb, svh, svn, svd, sdkb, sdkh, sdkn, sdkd, sdvb, sdvh, sdvn, sdvd, D: tl.constexpr,
                    HD: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, PREC: tl.constexpr):

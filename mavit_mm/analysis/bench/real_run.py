@@ -15,6 +15,9 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
 
 ``--triton-cache DIR``: the Triton kernel cache the runs share (default: a new empty folder, so that the
 first run of a model pays its compilation, as on a fresh machine, and later runs reuse it).
+``--logs DIR``: where each run's output goes as it is printed (``NAME_SWITCH_train.log`` / ``_test.log``),
+so that a run stopped by a time limit still shows how far it got; each finished row is also printed (and
+written to ``--out``) before the next run starts.
 """
 import argparse
 import glob
@@ -29,6 +32,7 @@ import tempfile
 import time
 from typing import Dict, List
 
+from ...utils.fileio import write_text_atomic
 from ..benchmarking import environment
 from . import non_negative_int, positive_int, print_env
 
@@ -52,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "none (the README command), fast-train, fast-train,cuda-graphs=train, ... (default: none)")
     parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
     parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
-    parser.add_argument('--out', help='write every figure as json (atomically)')
+    parser.add_argument('--logs', help="folder for the runs' output (default: a temporary one, removed)")
+    parser.add_argument('--out', help='write every figure as json (atomically), after every run')
 
 
 def train_options(config: str, iters: int) -> List[str]:
@@ -111,28 +116,35 @@ def per_image_times(log_text: str) -> List[float]:
     return [float(t) for _, t in _TEST_TIME.findall(log_text)]
 
 
-def _run(cmd: List[str], env: dict) -> float:
+def _run(cmd: List[str], env: dict, log: str) -> float:
+    """Runs ``cmd`` with its output going to ``log`` as it is printed; its wall time in seconds."""
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f'benchmark real-run: {" ".join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}')
+    with open(log, 'w') as f:
+        code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        with open(log) as f:
+            tail = f.read()[-4000:]
+        raise SystemExit(f'benchmark real-run: {" ".join(cmd)} failed (exit {code}, log {log}):\n{tail}')
     return time.perf_counter() - start
 
 
-def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict) -> dict:
+def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict,
+               logs: str) -> dict:
     from mavit_mm.utils.config_tools import load_config
     data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)
+    log = osp.join(logs, f'{osp.splitext(osp.basename(config))[0]}_{switch.replace(",", "+").replace("=", "-")}')
     with tempfile.TemporaryDirectory() as work_dir:
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch_args(switch)]
         cmd += ['--no-validate']
         cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, args.iters)]
-        wall = _run(cmd, env)
+        wall = _run(cmd, env, f'{log}_train.log')
         steps = _train_log(work_dir)
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
         row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
         row['train_wall_s'] = wall
+        print(json.dumps(row), flush=True)
         if args.test_images:
             ckpt = sorted(
                 glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(osp.join(work_dir, 'epoch_*.pth')),
@@ -140,7 +152,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
             tcmd = [sys.executable, osp.join(ROOT, 'tools', 'test.py'), config, ckpt, '--work-dir', work_dir]
             tcmd += ['--data-root', data_root, '--cfg-options', 'default_hooks.logger.interval=1']
             tcmd += ['log_processor.window_size=1', f'test_dataloader.dataset.indices={args.test_images}']
-            twall = _run(tcmd, env)
+            twall = _run(tcmd, env, f'{log}_test.log')
             logs = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)
             with open(logs[-1]) as f:
                 per_image = per_image_times(f.read())
@@ -160,12 +172,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     cache = args.triton_cache or tempfile.mkdtemp(prefix='triton-cache-')
     env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONUNBUFFERED='1')
     print(f'# Triton cache: {cache}', flush=True)
-    rows = []
+    logs = args.logs or tempfile.mkdtemp(prefix='real-run-logs-')
+    os.makedirs(logs, exist_ok=True)
+    rows: List[dict] = []
     for config in args.configs:
         for switch in args.switches:
-            row = run_config(config, switch, args, roots, env)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            rows.append(run_config(config, switch, args, roots, env, logs))
+            print(json.dumps(rows[-1]), flush=True)
+            if args.out:
+                result = dict(env=env_info, iters=args.iters, warmup=args.warmup, rows=rows)
+                write_text_atomic(json.dumps(result, indent=2, default=str) + '\n', args.out)
     print('\n| config | command | median ms | p90 ms | data ms | cold s | startup s | test img/s | test first 10 s |')
     print('|---|---|---|---|---|---|---|---|---|')
     for r in rows:

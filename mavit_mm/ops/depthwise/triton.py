@@ -3,8 +3,9 @@
 Why not cuDNN: on the first call with a new input size cuDNN plans (and may compile) a depthwise
 kernel, which cost 140-380 ms per convolution, forward plus backward, on an H200 (torch 2.11, cuDNN
 9.19; ``docs/speed.md``). MAViT has three depthwise convolutions per block, and detection batches
-change size almost every iteration. These kernels are compiled once per (K, dtype, channel width)
-and take any ``H x W``: the sizes are plain arguments (``do_not_specialize``).
+change size almost every iteration. These kernels are compiled once per (K, dtype) and take any
+``H x W`` and channel count: the sizes are plain arguments (``do_not_specialize``), so a model compiles
+a handful of variants, not one per stage and size.
 
 On a ``(B, H, W, C)``-ordered map (a channels-last ``(B, C, H, W)`` tensor), with ``P = (K - 1) / 2``::
 
@@ -28,7 +29,7 @@ _TARGET_PROGRAMS = 264
 
 
 @triton.jit(do_not_specialize=['H', 'W', 'num_pixels'])
-def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C: tl.constexpr, K: tl.constexpr, BLOCK_P: tl.constexpr,
+def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C, K: tl.constexpr, BLOCK_P: tl.constexpr,
              BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
     """``y = conv(x, w) + b`` for ``BLOCK_P`` pixels x ``BLOCK_C`` channels; x ``(B*H*W, C)`` with pixel
     stride XS, y ``(B*H*W, C)`` dense, w ``(C, K*K)``."""
@@ -57,7 +58,7 @@ def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C: tl.constexpr, 
 
 
 @triton.jit(do_not_specialize=['H', 'W', 'num_pixels', 'chunk'])
-def _dw_conv_grad_weight(x_ptr, g_ptr, part_ptr, H, W, num_pixels, chunk, XS, GS, C: tl.constexpr, K: tl.constexpr,
+def _dw_conv_grad_weight(x_ptr, g_ptr, part_ptr, H, W, num_pixels, chunk, XS, GS, C, K: tl.constexpr,
                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Partial ``dwt`` over ``chunk`` pixels: ``part[s, c, i*K + j]`` for this program's slot s and channels."""
     s = tl.program_id(0)

@@ -10,6 +10,8 @@ from mmengine.config import ConfigDict
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
+import mavit_mm.engine  # noqa: F401  (registers GroupedOptimWrapperConstructor)
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
 
 

@@ -128,8 +128,7 @@ def _run(cmd: List[str], env: dict, log: str) -> float:
     return time.perf_counter() - start
 
 
-def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict,
-               logs: str) -> dict:
+def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict, logs: str) -> dict:
     from mavit_mm.utils.config_tools import load_config
     data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)

@@ -16,11 +16,8 @@ from mmengine.evaluator import DumpResults
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, enable_tta,
-                                         enable_visualization, load_config, set_data_root)
-from mavit_mm.utils.dataset_checks import explain_dataset_errors
-from mavit_mm.utils.launch import prepare_cpu_distributed
+from mavit_mm.config.dataset_checks import explain_dataset_errors
+from mavit_mm.config.run_config import run_splits, test_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,8 +32,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s')
     parser.add_argument(
         '--cuda-graphs',
-        action='store_true',
-        help='replay the backbone from CUDA graphs (CUDAGraphHook, eval): fixed-size test inputs')
+        nargs='?',
+        const='eval',
+        choices=['eval'],
+        help='replay the backbone from CUDA graphs (CUDAGraphHook): eval, the one mode a test uses (the '
+        'default when no mode is given); for fixed-size test inputs')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -49,29 +49,9 @@ def main() -> None:
     args = parse_args()
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out must be a .pkl file, got {args.out}')
-    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
-        raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    check_checkpoint_file(args.checkpoint)
-    cfg = load_config(args.config)
-    check_custom_imports(cfg)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    if args.cuda_graphs:
-        add_cuda_graph_hook(cfg, 'eval')
-    prepare_cpu_distributed(cfg, args.launcher)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs',
-                                                                    osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
-    if args.show or args.show_dir:  # after work_dir: relative show dirs go under it
-        enable_visualization(cfg, args.show_dir, args.show)
-    if args.tta:
-        enable_tta(cfg)
-
-    check_datasets(cfg, ['test'])
-    with explain_dataset_errors(cfg, ['test']):
+    options = {k: v for k, v in vars(args).items() if k not in ('config', 'checkpoint', 'out', 'local_rank')}
+    cfg = test_config(args.config, args.checkpoint, **options)
+    with explain_dataset_errors(cfg, run_splits(cfg, 'test')):
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         if args.out:
             if cfg.get('default_scope') == 'mmdet':

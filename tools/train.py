@@ -5,7 +5,6 @@
                                  [--data-root DIR] [--cfg-options k=v ...] [--launcher pytorch|slurm]
 """
 import argparse
-import logging
 import os
 import os.path as osp
 import sys
@@ -18,18 +17,12 @@ os.environ.setdefault('PYTORCH_CUDA_ALLOC_CONF', 'expandable_segments:True')
 # configs under projects/ import their code as projects.<name>: make the repository importable
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import torch
 from mmengine.config import DictAction
-from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mavit_mm.engine.fast_train import apply_fast_train
-from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-from mavit_mm.utils.config_tools import (add_cuda_graph_hook, check_custom_imports, check_datasets, load_config,
-                                         set_data_root, train_in_fp32, use_atomic_checkpoints)
-from mavit_mm.utils.dataset_checks import explain_dataset_errors
-from mavit_mm.utils.launch import prepare_cpu_distributed
+from mavit_mm.config.dataset_checks import explain_dataset_errors
+from mavit_mm.config.run_config import run_splits, train_config
 
 
 def parse_args() -> argparse.Namespace:
@@ -69,53 +62,10 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    cfg = load_config(args.config)
-    check_custom_imports(cfg)
-    cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.data_root:
-        set_data_root(cfg, args.data_root)
-    prepare_cpu_distributed(cfg, args.launcher)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs',
-                                                                    osp.splitext(osp.basename(args.config))[0])
-
-    if args.amp:
-        if cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
-            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.cuda_graphs:
-        add_cuda_graph_hook(cfg, args.cuda_graphs)
-    if args.fast_train or cfg.get('fast_train', False):
-        # the config's opt-in keeps the stock sampler (a GPU draws another random stream); --fast-train all
-        origin = '--fast-train' if args.fast_train else "the config's fast_train=True"
-        for change in apply_fast_train(cfg, sampler=args.fast_train):
-            print_log(f'{origin}: {change}', logger='current')
-    if args.auto_scale_lr:
-        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
-            raise KeyError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
-        cfg.auto_scale_lr.enable = True
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        check_checkpoint_file(args.resume)
-        cfg.resume, cfg.load_from = True, args.resume
-    if cfg.get('load_from'):
-        check_checkpoint_file(cfg.load_from)
-    if args.no_validate:
-        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
-
-    if not torch.cuda.is_available() and train_in_fp32(cfg):
-        print_log(
-            'no CUDA device: training in fp32 (mmengine\'s AmpOptimWrapper needs a GPU; the config asks '
-            'for mixed precision)',
-            logger='current',
-            level=logging.WARNING)
-    use_atomic_checkpoints(cfg)
-    splits = ['train'] if args.no_validate else ['train', 'val']
-    check_datasets(cfg, splits)
+    options = {k: v for k, v in vars(args).items() if k not in ('config', 'local_rank')}
+    cfg = train_config(args.config, **options)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    with explain_dataset_errors(cfg, splits):
+    with explain_dataset_errors(cfg, run_splits(cfg, 'train')):
         runner.train()
 
 

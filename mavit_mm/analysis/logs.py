@@ -35,9 +35,20 @@ def last_test_metrics(work_dir: str, keys: Optional[Container[str]] = None) -> O
     return None
 
 
+def scalars_files(work_dir: str) -> List[str]:
+    """The ``vis_data/scalars.json`` of the runs in ``work_dir``, oldest first."""
+    return sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+
+
+def training_steps(scalars_path: str) -> List[dict]:
+    """The training iterations a ``scalars.json`` logged (entries with ``loss``, ``time`` and ``data_time``;
+    times in seconds), in order."""
+    return [d for d in _json_lines(scalars_path) if 'loss' in d and 'time' in d and 'data_time' in d]
+
+
 def last_val_metrics(work_dir: str, keys: Container[str]) -> Optional[Dict[str, float]]:
     """The newest validation entry (one holding any of ``keys``) of the newest run's ``scalars.json``."""
-    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')), reverse=True):
+    for path in reversed(scalars_files(work_dir)):
         vals = [d for d in _json_lines(path) if any(k in d for k in keys)]
         if vals:
             return vals[-1]

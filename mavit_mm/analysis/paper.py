@@ -6,8 +6,6 @@ FLOPs in G (module operations only, see :mod:`mavit_mm.analysis.complexity`), me
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
-ARCHS = ('t', 's', 'b', 'l')
-
 
 @dataclass(frozen=True)
 class PaperRow:

@@ -20,7 +20,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import PARAM_SCHEDULERS
 from torch import nn
 
-from ..utils.config_tools import fp32_optim_wrapper
+from ..config.run_config import fp32_optim_wrapper
 from .release_recipes import ADE_CROP, DELIBERATE, DETR_MS_CROP, RELEASE_RECIPES, config_family
 
 # Training-set sizes that fix the iterations per epoch of epoch-based schedules.

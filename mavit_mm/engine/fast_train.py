@@ -18,12 +18,13 @@ the random draws of the samplers on a GPU differ, as between any two seeds' runs
 A config opts in with ``fast_train = True`` (the shipped MAViT configs do): ``tools/train.py`` then applies
 everything but the sampler, whose GPU draws are another random stream; ``--fast-train`` applies all of it.
 """
-import importlib
 import inspect
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 from mmengine.config import Config
+
+from ..utils.config_walk import replace_types
 
 DET_DROP_INS = {
     'MaxIoUAssigner': 'DeviceMaxIoUAssigner',
@@ -31,25 +32,6 @@ DET_DROP_INS = {
     'FCNMaskHead': 'DeviceFCNMaskHead'
 }
 DET_MODULE = 'mavit_mm.models.det'
-
-
-def replace_types(node: object, mapping: Dict[str, str]) -> int:
-    """Rewrite ``type`` values of nested config dicts / lists in place (``'mmdet.X'`` keeps its scope);
-    returns how many were rewritten."""
-    count = 0
-    if isinstance(node, dict):
-        t = node.get('type')
-        if isinstance(t, str):
-            scope, _, name = t.rpartition('.')
-            if name in mapping:
-                node['type'] = f'{scope}.{mapping[name]}' if scope else mapping[name]
-                count += 1
-        for value in node.values():
-            count += replace_types(value, mapping)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            count += replace_types(value, mapping)
-    return count
 
 
 def _accepts(scope: str, type_name: str, arg: str) -> bool:
@@ -109,6 +91,6 @@ def apply_fast_train(cfg: Config, cuda: Optional[bool] = None, sampler: bool = T
             if DET_MODULE not in names:
                 imports['imports'] = names + [DET_MODULE]
                 cfg.custom_imports = imports
-            importlib.import_module(DET_MODULE)  # Config.fromfile ran the config's imports already
+            from ..models import det  # noqa: F401  (registers the drop-ins; the config's imports ran already)
             changes.append(f'model: {replaced} of ' + ' / '.join(drop_ins) + ' -> ' + ' / '.join(drop_ins.values()))
     return changes

@@ -8,8 +8,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from mavit_mm.utils.config_tools import build_model
-from mavit_mm.utils.swap_sweep import forward_once as tensor_forward
+from mavit_mm.config.run_config import build_model
+from mavit_mm.config.swap_sweep import forward_once as tensor_forward
 from helpers import ROOT
 
 DENSE_FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet')
@@ -83,7 +83,8 @@ def test_detector_roi_features_read_plain_nchw_maps():
     """mmcv's RoIAlign reads its input as contiguous NCHW whatever its strides. The backbone's maps
     (and so the FPN's: convolutions keep the memory format) must be plain NCHW, or the RoI heads get
     scrambled features: with channels-last maps the toy detector's RoI classifier never left
-    "background" (docs/toy.md). Checked against torchvision's independent RoIAlign, which honours strides."""
+    "background" (docs/dev/toy_detector_roi_layout.md). Checked against torchvision's independent RoIAlign,
+    which honours strides."""
     tv_ops = pytest.importorskip('torchvision.ops')
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'mask_rcnn', 'mask-rcnn_mavit-t_fpn_1x_coco.py'))
     cfg.model.backbone.init_cfg = None

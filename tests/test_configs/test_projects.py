@@ -10,9 +10,9 @@ import torch
 from mmengine.config import Config
 
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
-from mavit_mm.utils.backbone_swap import render_config, swap_backbone
-from mavit_mm.utils.config_tools import build_model, load_config
-from mavit_mm.utils.swap_sweep import forward_once as tensor_forward
+from mavit_mm.config.backbone_swap import render_config, swap_backbone
+from mavit_mm.config.run_config import build_model, load_config
+from mavit_mm.config.swap_sweep import forward_once as tensor_forward
 from helpers import ROOT
 from reference import region_mala
 

@@ -13,7 +13,7 @@ from mmengine.logging import MMLogger
 
 from mavit_mm.analysis.recipe import compare_with_release, effective_recipe, format_rows, lr_curve, undocumented
 from mavit_mm.analysis.release_recipes import DELIBERATE, RELEASE_RECIPES
-from mavit_mm.utils.config_tools import build_model, load_config
+from mavit_mm.config.run_config import build_model, load_config
 from helpers import ROOT
 
 FOLDERS = ('retinanet', 'mask_rcnn', 'cascade_rcnn', 'sem_fpn', 'upernet', 'imagenet')

@@ -2,7 +2,7 @@
 config with ``--swap-sweep-full``. No config may fail; a refusal must say why."""
 import pytest
 
-from mavit_mm.utils.swap_sweep import OUTCOMES, counts, markdown_table, one_per_family, stock_configs, sweep
+from mavit_mm.config.swap_sweep import OUTCOMES, counts, markdown_table, one_per_family, stock_configs, sweep
 from helpers import call_tool
 
 

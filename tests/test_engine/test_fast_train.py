@@ -12,8 +12,9 @@ from mmengine.registry import DefaultScope
 from mmengine.structures import InstanceData
 from torch import nn
 
-from mavit_mm.engine.fast_train import apply_fast_train, replace_types
+from mavit_mm.engine.fast_train import apply_fast_train
 from mavit_mm.engine.optim_constructor import merge_param_groups
+from mavit_mm.utils.config_walk import replace_types
 from helpers import ROOT
 
 CUDA = torch.cuda.is_available()
@@ -339,7 +340,7 @@ def test_device_mask_targets_equal_mmdet_mask_target(soft):
 
 def _losses(config: str, fast: bool, steps: int = 2):
     from mavit_mm.analysis.bench.train_iter import synthetic_batch
-    from mavit_mm.utils.config_tools import build_model, load_model_config
+    from mavit_mm.config.run_config import build_model, load_model_config
     cfg = load_model_config(config)
     cfg.model.backbone.norm_cfg = dict(type='BN')  # SyncBN needs a process group
     cfg.optim_wrapper = dict(  # fp32: mmengine's AMP wrapper needs a GPU

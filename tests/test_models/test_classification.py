@@ -12,7 +12,7 @@ from mmengine.runner import load_checkpoint
 
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
 from mavit_mm import MAViT
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.config.run_config import build_model
 from helpers import ROOT, randomize_, run_tool
 from reference import reference_cls_logits
 

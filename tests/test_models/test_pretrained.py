@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mavit_mm import MAViT
-from mavit_mm.models.utils.pretrained import load_pretrained_backbone
+from mavit_mm.models.pretrained import load_pretrained_backbone
 from helpers import randomize_
 from reference import reference_forward
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from mavit_mm.analysis.complexity import PAPER_SHAPES, full_flops, model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS
+from mavit_mm.config.run_config import build_model
 from mavit_mm.ops.mala.naive import mala_attention
-from mavit_mm.utils.config_tools import build_model
 from helpers import ROOT, call_tool, run_tool
 
 T_CONFIGS = [n for n in PAPER_ROWS if 'mavit-t_' in n]
@@ -129,20 +129,35 @@ def test_benchmark_train_iter_runs_on_cpu(tmp_path):
 
 def test_benchmark_train_iter_rows_per_config():
     from mavit_mm.analysis.bench.train_iter import row_variants
-    assert row_variants('off', False) == [(False, False)]
-    assert row_variants('both', False) == [(False, False), (True, False)]
-    # --cuda-graphs adds one row, with the fast path where one was asked for
-    assert row_variants('both', True) == [(False, False), (True, False), (True, True)]
-    assert row_variants('on', True) == [(True, False), (True, True)]
-    assert row_variants('off', True) == [(False, False), (False, True)]
+    assert row_variants(['none']) == [(False, False)]
+    assert row_variants(['none', 'fast-train']) == [(False, False), (True, False)]
+    assert row_variants(['none', 'fast-train', 'fast-train,cuda-graphs=train']) == [(False, False), (True, False),
+                                                                                    (True, True)]
+    assert row_variants(['cuda-graphs=all']) == [(False, True)]
+    with pytest.raises(ValueError, match='use cuda-graphs=train'):
+        row_variants(['cuda-graphs=eval'])
+
+
+def test_switch_entries_are_train_py_switches():
+    """One spelling for every benchmark that runs or mimics tools/train.py: its switches, checked."""
+    import argparse
+
+    from mavit_mm.analysis.bench import parse_switch, switch_args
+    assert parse_switch('none') == {}
+    assert parse_switch('fast-train,cuda-graphs=train') == {'fast-train': None, 'cuda-graphs': 'train'}
+    assert switch_args('fast-train,cuda-graphs=train') == ['--fast-train', '--cuda-graphs', 'train']
+    for bad, message in [('fast', "unknown switch 'fast'"), ('cuda-graphs', 'takes =eval|train|all'),
+                         ('cuda-graphs=yes', 'takes =eval|train|all'), ('fast-train=on', 'takes no value')]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            parse_switch(bad)
 
 
 def test_benchmark_train_iter_fast_train_and_profile(tmp_path, capsys):
-    """``--fast-train both``: plain and fast rows per config; ``--profile``: where the host time goes."""
+    """``--switches none fast-train``: plain and fast rows per config; ``--profile``: where the host time goes."""
     out_json = tmp_path / 'iter.json'
     assert call_tool(BENCHMARK, 'train-iter', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', '--device', 'cpu',
-                     '--shape', '64', '64', '--batch-size', '1', '--warmup', '0', '--repeats', '1', '--fast-train',
-                     'both', '--profile', '1', '--out', str(out_json)) == 0
+                     '--shape', '64', '64', '--batch-size', '1', '--warmup', '0', '--repeats', '1', '--switches',
+                     'none', 'fast-train', '--profile', '1', '--out', str(out_json)) == 0
     rows = json.loads(out_json.read_text())['rows']
     assert [(r['config'], r['fast_train']) for r in rows] == [('mask-rcnn_mavit-t_fpn_1x_coco', False),
                                                               ('mask-rcnn_mavit-t_fpn_1x_coco [fast-train]', True)]
@@ -231,8 +246,10 @@ def test_benchmark_backbone_runs_on_cpu(tmp_path):
     (['backbone', '--precision', 'int8'], "argument --precision: invalid choice: 'int8'"),
     (['model', 'configs/nope.py', '--device', 'cpu'], 'nope.py'),
     (['train-iter', 'configs/nope.py', '--device', 'cpu'], 'config configs/nope.py not found'),
-    (['train-iter', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', '--device', 'cpu', '--cuda-graphs'
-      ], '--cuda-graphs replays CUDA graphs: it needs --device cuda'),
+    ([
+        'train-iter', 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py', '--device', 'cpu', '--switches',
+        'cuda-graphs=train'
+    ], 'cuda-graphs replays CUDA graphs: it needs --device cuda'),
     (['model', 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py', '--device', 'cpu', '--cuda-graphs'
       ], '--cuda-graphs replays CUDA graphs: it needs --device cuda'),
     (['memory', '--device', 'tpu'], "--device 'tpu' is not a device"),
@@ -319,10 +336,10 @@ def test_benchmark_runner_reads_time_and_data_time_of_a_real_run(tmp_path):
         iteration_times(str(log), warmup=4)
     out_json = tmp_path / 'runner.json'
     assert call_tool(BENCHMARK, 'runner', 'configs/toy/upernet_mavit-t_toy.py', '--toy-root', str(tmp_path / 'toy'),
-                     '--toy-images', '4', '--iters', '4', '--warmup', '1', '--fast-train', 'off', '--out',
+                     '--toy-images', '4', '--iters', '4', '--warmup', '1', '--switches', 'none', '--out',
                      str(out_json)) == 0
     (row, ) = json.loads(out_json.read_text())['rows']
-    assert row['config'] == 'upernet_mavit-t_toy' and row['iters'] == 3 and row['fast_train'] is False
+    assert row['config'] == 'upernet_mavit-t_toy' and row['iters'] == 3 and row['switch'] == 'none'
     assert 0 < row['data_time_ms'] < row['time_ms']
     assert row['data_share'] == pytest.approx(row['data_time_ms'] / row['time_ms'])
 

@@ -10,9 +10,9 @@ import pytest
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from mavit_mm.config.dataset_checks import DatasetError, check_annotations, explain_dataset_errors
+from mavit_mm.config.run_config import check_datasets, set_data_root
 from mavit_mm.toy_data import make_toy_dataset
-from mavit_mm.utils.config_tools import check_datasets, set_data_root
-from mavit_mm.utils.dataset_checks import DatasetError, check_annotations, explain_dataset_errors
 from helpers import ROOT
 
 TOY_MASK_RCNN = osp.join(ROOT, 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')

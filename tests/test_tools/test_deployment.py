@@ -83,7 +83,7 @@ def test_segmentor_export_gives_logits_at_the_input_size(tmp_path, capsys):
                      '--out', str(out)) == 0
     printed = capsys.readouterr().out
     assert 'segmentor, opset 17' in printed and 'max |diff|' in printed
-    from mavit_mm.utils.config_tools import build_model, load_model_config
+    from mavit_mm.config.run_config import build_model, load_model_config
     model = build_model(load_model_config('configs/toy/upernet_mavit-t_toy.py'))
     reference, kind = exportable_module(copy.deepcopy(model), for_export=False)  # its own adaptive pooling
     export_onnx(model, str(out), (64, 96))
@@ -152,7 +152,7 @@ def as_numpy(instances):
     ],
     ids=['mask_rcnn_toy', 'retinanet'])
 def test_detector_export_matches_mmdet_predict(config, shape, tmp_path):
-    from mavit_mm.utils.config_tools import build_model, load_model_config
+    from mavit_mm.config.run_config import build_model, load_model_config
     model = build_model(load_model_config(config)).eval()
     if hasattr(getattr(model, 'bbox_head', None),
                'retina_cls'):  # random weights saturate every score: spread them over (0, 1)

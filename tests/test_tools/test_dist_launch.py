@@ -18,6 +18,7 @@ import subprocess
 import pytest
 import torch
 
+from mavit_mm.config.launch import shared_gpu
 from mavit_mm.toy_data import make_toy_dataset
 from helpers import ROOT
 
@@ -61,6 +62,20 @@ param_scheduler = []
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, by_epoch=False))
 log_processor = dict(by_epoch=False)
 """
+
+
+@pytest.mark.parametrize(
+    'local_world_size, gpus, expected',
+    [
+        (8, 8, [None] * 8),  # a GPU per process: mmengine's own NCCL set-up
+        (1, 1, [None]),
+        (2, 4, [None, None]),  # fewer processes than GPUs
+        (2, 1, [0, 0]),  # two processes on one GPU
+        (4, 2, [0, 1, 0, 1]),
+        (3, 0, [None] * 3),  # no GPU: the CPU path
+    ])
+def test_processes_that_outnumber_the_gpus_share_them_round_robin(local_world_size, gpus, expected):
+    assert [shared_gpu(r, local_world_size, gpus) for r in range(local_world_size)] == expected
 
 
 def free_port() -> int:

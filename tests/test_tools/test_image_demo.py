@@ -7,8 +7,8 @@ import cv2
 import pytest
 import torch
 
+from mavit_mm.config.run_config import build_model, load_model_config
 from mavit_mm.toy_data import make_toy_dataset
-from mavit_mm.utils.config_tools import build_model, load_model_config
 from helpers import ROOT, call_tool
 
 DET = osp.join(ROOT, 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')

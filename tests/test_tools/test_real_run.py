@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mmengine.registry import DefaultScope
 
-from mavit_mm.analysis.bench.real_run import per_image_times, steady_stats, switch_args, train_options
+from mavit_mm.analysis.bench import switch_args
+from mavit_mm.analysis.bench.real_run import per_image_times, steady_stats, train_options
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from helpers import ROOT
 

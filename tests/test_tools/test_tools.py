@@ -9,8 +9,8 @@ import pytest
 from mmengine.config import Config
 
 from mavit_mm.analysis.paper import PAPER_ROWS
+from mavit_mm.config.run_config import set_data_root, train_in_fp32
 from mavit_mm.toy_data import make_toy_dataset
-from mavit_mm.utils.config_tools import set_data_root, train_in_fp32
 from helpers import ROOT
 
 TOY_DET = osp.join(ROOT, 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')

@@ -19,8 +19,8 @@ import torch
 from mmengine.runner import load_checkpoint
 
 from mavit_mm.analysis.attention_scores import negative_score_stats
+from mavit_mm.config.run_config import build_model, load_model_config
 from mavit_mm.models.layers import MALAttention
-from mavit_mm.utils.config_tools import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 

@@ -20,7 +20,7 @@ from mmengine.logging import MMLogger  # noqa: E402
 
 from mavit_mm.analysis.recipe import format_rows  # noqa: E402
 from mavit_mm.analysis.recipe import compare_with_release, default_probes, effective_recipe, undocumented  # noqa: E402
-from mavit_mm.utils.config_tools import build_model, load_config  # noqa: E402
+from mavit_mm.config.run_config import build_model, load_config  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

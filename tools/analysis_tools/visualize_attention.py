@@ -30,7 +30,7 @@ from mmengine.config import Config  # noqa: E402
 
 from mavit_mm.analysis.attention_scores import capture_attention_input  # noqa: E402
 from mavit_mm.analysis.attention_scores import block_scores, scaled_query_scores, top_bottom_ratio  # noqa: E402
-from mavit_mm.utils.config_tools import build_model  # noqa: E402
+from mavit_mm.config.run_config import build_model  # noqa: E402
 
 SCALES = (1, 2, 4, 8)
 

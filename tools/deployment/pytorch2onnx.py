@@ -51,9 +51,9 @@ def compare(path: str, module: torch.nn.Module, shape) -> float:
 
 def main() -> None:
     args = parse_args()
+    from mavit_mm.config.run_config import build_model, load_model_config
     from mavit_mm.deployment import export_onnx, exportable_module
     from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-    from mavit_mm.utils.config_tools import build_model, load_model_config
     try:
         cfg = load_model_config(args.config)
     except (FileNotFoundError, ValueError) as e:

@@ -51,7 +51,7 @@ def arch_check(arch: Optional[str]):
         import torch
 
         from mavit_mm import MAViT
-        from mavit_mm.models.utils.pretrained import describe_arch, extract_state_dict, guess_arch_name
+        from mavit_mm.models.pretrained import describe_arch, extract_state_dict, guess_arch_name
         state = extract_state_dict(torch.load(path, map_location='cpu', weights_only=True))
         backbone = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')} or state
         widths, depths = describe_arch(backbone)

@@ -16,7 +16,7 @@ import yaml
 
 from mavit_mm.analysis.complexity import PAPER_SHAPES, model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS, PaperRow
-from mavit_mm.utils.config_tools import build_model, load_model_config
+from mavit_mm.config.run_config import build_model, load_model_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

@@ -60,8 +60,8 @@ def main() -> int:
     import torch
 
     import mavit_mm  # noqa: F401  (registers MAViT)
+    from mavit_mm.config.run_config import load_model_config
     from mavit_mm.utils.checkpoint_file import check_checkpoint_file
-    from mavit_mm.utils.config_tools import load_model_config
     try:
         cfg = load_model_config(args.config)
     except (FileNotFoundError, ValueError) as e:

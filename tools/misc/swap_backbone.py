@@ -16,9 +16,9 @@ import sys
 
 from mmengine.config import Config
 
+from mavit_mm.config.backbone_swap import render_config, swap_backbone
+from mavit_mm.config.run_config import build_model, load_config
 from mavit_mm.models.backbones.mavit import MAViT
-from mavit_mm.utils.backbone_swap import render_config, swap_backbone
-from mavit_mm.utils.config_tools import build_model, load_config
 from mavit_mm.utils.fileio import write_text_atomic
 
 

@@ -14,8 +14,8 @@ import json
 import sys
 import time
 
+from mavit_mm.config.swap_sweep import PACKAGES, counts, markdown_table, one_per_family, stock_configs, sweep
 from mavit_mm.utils.fileio import write_text_atomic
-from mavit_mm.utils.swap_sweep import PACKAGES, counts, markdown_table, one_per_family, stock_configs, sweep
 
 
 def parse_args() -> argparse.Namespace:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import torch
 
-from mavit_mm.models.utils.pretrained import CLS_HEAD_PREFIXES, extract_state_dict
+from mavit_mm.models.pretrained import CLS_HEAD_PREFIXES, extract_state_dict
 from mavit_mm.utils.fileio import save_atomic
 
 

@@ -20,8 +20,8 @@ from typing import List, Tuple
 import torch
 from mmengine.config import Config
 
-from mavit_mm.models.utils.pretrained import extract_state_dict
-from mavit_mm.utils.config_tools import build_model
+from mavit_mm.config.run_config import build_model
+from mavit_mm.models.pretrained import extract_state_dict
 from mavit_mm.utils.fileio import save_atomic
 
 # (regex on the release key, replacement): names that changed between the release's libraries and ours.

@@ -1,12 +1,12 @@
 """The subcommands of ``tools/analysis_tools/benchmark.py``: ``model``, ``backbone``, ``train-iter``, ``memory``,
-``onnx``, ``runner``.
+``onnx``, ``runner``, ``real-run``, ``shapes``.
 
 Each module has ``add_arguments(parser)`` and ``run(args) -> dict``; the flags they share are added by
-:func:`add_common_arguments` and mean the same everywhere.
+:func:`add_common_arguments` and :func:`add_switches_argument` and mean the same everywhere.
 """
 import argparse
 import contextlib
-from typing import Iterator, Optional
+from typing import Dict, Iterator, List, Optional
 
 import torch
 
@@ -33,6 +33,54 @@ def add_common_arguments(parser: argparse.ArgumentParser,
     parser.add_argument('--repeats', type=positive_int, default=repeats, help='timed steps (median reported)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='write every figure as json (atomically)')
+
+
+#: tools/train.py's switches a ``--switches`` entry may name, with the values each takes (None: a flag).
+TRAIN_SWITCHES = {'fast-train': None, 'cuda-graphs': ('eval', 'train', 'all')}
+
+
+def parse_switch(entry: str) -> Dict[str, Optional[str]]:
+    """One ``--switches`` entry as ``{switch: value}``: ``'none'`` -> ``{}``, ``'fast-train,cuda-graphs=train'``
+    -> ``{'fast-train': None, 'cuda-graphs': 'train'}``; an unknown switch or value raises
+    ``argparse.ArgumentTypeError`` naming the valid ones."""
+    if entry in ('none', ''):
+        return {}
+    out: Dict[str, Optional[str]] = {}
+    for item in entry.split(','):
+        name, _, value = item.partition('=')
+        if name not in TRAIN_SWITCHES:
+            raise argparse.ArgumentTypeError(f'{entry!r}: unknown switch {name!r}; one of {sorted(TRAIN_SWITCHES)}')
+        values = TRAIN_SWITCHES[name]
+        if (values is None) != (not value) or (values is not None and value not in values):
+            want = 'takes no value' if values is None else f'takes ={"|".join(values)}'
+            raise argparse.ArgumentTypeError(f'{entry!r}: {name} {want}')
+        out[name] = value or None
+    return out
+
+
+def switch_entry(text: str) -> str:
+    """argparse type of a ``--switches`` entry: the entry, checked by :func:`parse_switch`."""
+    parse_switch(text)
+    return text
+
+
+def switch_args(entry: str) -> List[str]:
+    """``'fast-train,cuda-graphs=train'`` -> ``['--fast-train', '--cuda-graphs', 'train']``; ``'none'`` -> []."""
+    out: List[str] = []
+    for name, value in parse_switch(entry).items():
+        out += [f'--{name}'] + ([value] if value else [])
+    return out
+
+
+def add_switches_argument(parser: argparse.ArgumentParser, default: List[str]) -> None:
+    """``--switches``: one run (or row) per entry, each a set of tools/train.py's switches."""
+    parser.add_argument(
+        '--switches',
+        nargs='+',
+        type=switch_entry,
+        default=default,
+        help="one run per entry, each tools/train.py's switches without dashes, comma-separated: none (the "
+        'plain command), fast-train, fast-train,cuda-graphs=train, ... (default: %(default)s)')
 
 
 def positive_int(text: str) -> int:

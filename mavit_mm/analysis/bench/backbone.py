@@ -80,8 +80,8 @@ def _with_cp(text: str) -> List[str]:
 
 
 def mavit_models(archs, modes, with_cp) -> Dict[str, Callable[[], nn.Module]]:
-    from mavit_mm import MAViT
     from mavit_mm.engine import enable_cuda_graphs
+    from mavit_mm.models import MAViT
 
     def make(arch: str, mode: str, cp) -> Callable[[], nn.Module]:
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    from mavit_mm import MAViT
+    from mavit_mm.models import MAViT
     from mavit_mm.ops.mala import kernels_can_run
     from ..activation_memory import PARAMETERS, saved_activations
     device = check_device(parser, args.device)

@@ -24,13 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, warmup=10, repeats=30, precision='fp32')
     parser.add_argument(
         '--cuda-graphs',
-        action='store_true',
-        help="replay the backbone from CUDA graphs, as tools/test.py --cuda-graphs (CUDAGraphHook, mode='eval')")
+        nargs='?',
+        const='eval',
+        choices=['eval'],
+        help='replay the backbone from CUDA graphs, as tools/test.py --cuda-graphs: eval, the one mode inference '
+        'uses (the default when no mode is given)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    from mavit_mm.utils.config_tools import build_model, load_model_config
+    from mavit_mm.config.run_config import build_model, load_model_config
     device = check_device(parser, args.device)
     if args.cuda_graphs and device.type != 'cuda':
         parser.error('--cuda-graphs replays CUDA graphs: it needs --device cuda')

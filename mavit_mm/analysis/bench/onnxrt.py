@@ -71,9 +71,9 @@ def _torch_row(label: str, precision: str, fn: Callable[[], Sequence[torch.Tenso
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    from mavit_mm import MAViT
     from mavit_mm.deployment import export_onnx
     from mavit_mm.engine import enable_cuda_graphs
+    from mavit_mm.models import MAViT
     device = check_device(parser, args.device)
     try:
         import onnxruntime as ort

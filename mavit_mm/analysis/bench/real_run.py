@@ -34,7 +34,8 @@ from typing import Dict, List
 
 from ...utils.fileio import write_text_atomic
 from ..benchmarking import environment
-from . import non_negative_int, positive_int, print_env
+from ..logs import scalars_files, training_steps
+from . import add_switches_argument, non_negative_int, positive_int, print_env, switch_args
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
@@ -48,12 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data', default=osp.join(ROOT, 'data', 'bench'), help='the generated data (made if absent)')
     parser.add_argument('--iters', type=positive_int, default=150, help='training iterations per run')
     parser.add_argument('--warmup', type=non_negative_int, default=40, help='iterations before the steady state')
-    parser.add_argument(
-        '--switches',
-        nargs='+',
-        default=['none'],
-        help="one run per entry, each tools/train.py's switches beside --amp, without dashes, comma-separated: "
-        "none (the README command), fast-train, fast-train,cuda-graphs=train, ... (default: none)")
+    add_switches_argument(parser, ['none'])  # each beside --amp; none: the README command
     parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
     parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
     parser.add_argument('--logs', help="folder for the runs' output (default: a temporary one, removed)")
@@ -64,7 +60,7 @@ def train_options(config: str, iters: int) -> List[str]:
     """``--cfg-options`` of a short training run of ``config``'s own loop: ``iters`` iterations (an
     epoch-based loop: one epoch of the first ``2 * iters`` images), a checkpoint at the end, every
     iteration logged unsmoothed, the backbone from scratch."""
-    from mavit_mm.utils.config_tools import load_config
+    from mavit_mm.config.run_config import load_config
     cfg = load_config(config)
     opts = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1']
     if 'max_epochs' in cfg.train_cfg:
@@ -77,17 +73,6 @@ def train_options(config: str, iters: int) -> List[str]:
         f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters + 1}',
         f'default_hooks.checkpoint.interval={iters}'
     ]
-
-
-def switch_args(entry: str) -> List[str]:
-    """``'fast-train,cuda-graphs=train'`` -> ``['--fast-train', '--cuda-graphs', 'train']``; ``'none'`` -> []."""
-    if entry in ('none', ''):
-        return []
-    out = []
-    for item in entry.split(','):
-        name, _, value = item.partition('=')
-        out += [f'--{name}'] + ([value] if value else [])
-    return out
 
 
 def steady_stats(times: List[float], data_times: List[float], warmup: int) -> Dict[str, float]:
@@ -103,12 +88,6 @@ def steady_stats(times: List[float], data_times: List[float], warmup: int) -> Di
         data_ms=1e3 * statistics.median(data_times[warmup:]),
         cold_s=sum(times[:warmup]) - warmup * median,
         iters=len(steady))
-
-
-def _train_log(work_dir: str) -> List[dict]:
-    logs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    with open(logs[-1]) as f:
-        return [d for d in (json.loads(line) for line in f if line.strip()) if 'loss' in d and 'time' in d]
 
 
 def per_image_times(log_text: str) -> List[float]:
@@ -129,7 +108,7 @@ def _run(cmd: List[str], env: dict, log: str) -> float:
 
 
 def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict, logs: str) -> dict:
-    from mavit_mm.utils.config_tools import load_config
+    from mavit_mm.config.run_config import load_config
     data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)
     log = osp.join(logs, f'{osp.splitext(osp.basename(config))[0]}_{switch.replace(",", "+").replace("=", "-")}')
@@ -138,7 +117,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         cmd += ['--no-validate']
         cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, args.iters)]
         wall = _run(cmd, env, f'{log}_train.log')
-        steps = _train_log(work_dir)
+        steps = training_steps(scalars_files(work_dir)[-1])
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
         row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end

@@ -3,13 +3,12 @@
 What ``train-iter`` leaves out, the data pipeline and the Runner's hooks, measured as a user's run has them:
 each config (default: the toy UperNet and the toy Mask R-CNN) is trained for ``--epochs`` epochs of the bundled
 toy data (written under ``--toy-root`` if absent) by ``tools/train.py`` in a subprocess, once per
-``--fast-train`` setting, without validation; mmengine's LoggerHook logs, per iteration, ``time`` (the whole
-iteration) and ``data_time`` (of it, the wait for the dataloader). Reported: the medians after ``--warmup``
-logged iterations, and ``data_time``'s share: a data pipeline that keeps up has a share near 0.
+``--switches`` entry (default: plain and ``--fast-train``), without validation; mmengine's LoggerHook logs,
+per iteration, ``time`` (the whole iteration) and ``data_time`` (of it, the wait for the dataloader).
+Reported: the medians after ``--warmup`` logged iterations, and ``data_time``'s share: a data pipeline that
+keeps up has a share near 0.
 """
 import argparse
-import glob
-import json
 import os.path as osp
 import statistics
 import subprocess
@@ -18,7 +17,8 @@ import tempfile
 from typing import Dict, List
 
 from ..benchmarking import environment
-from . import non_negative_int, positive_int, print_env
+from ..logs import scalars_files, training_steps
+from . import add_switches_argument, non_negative_int, positive_int, print_env, switch_args
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 TOY_CONFIGS = ('configs/toy/upernet_mavit-t_toy.py', 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--epochs', type=positive_int, default=1, help='epochs of an epoch-based config')
     parser.add_argument('--iters', type=positive_int, default=100, help='iterations of an iteration-based config')
     parser.add_argument('--warmup', type=non_negative_int, default=5, help='logged iterations left out')
-    parser.add_argument('--fast-train', choices=['off', 'on', 'both'], default='both')
+    add_switches_argument(parser, ['none', 'fast-train'])
     parser.add_argument('--amp', action='store_true', help='tools/train.py --amp (CUDA)')
     parser.add_argument('--out', help='write every figure as json (atomically)')
 
@@ -65,9 +65,7 @@ def _train_arguments(config: str, toy_root: str, epochs: int, iters: int) -> Lis
 def iteration_times(log_path: str, warmup: int) -> Dict[str, float]:
     """Medians of ``time`` and ``data_time`` (seconds) over the training iterations logged in a run's
     ``vis_data/scalars.json`` after the first ``warmup``."""
-    with open(log_path) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    steps = [d for d in lines if 'time' in d and 'data_time' in d and 'loss' in d][warmup:]
+    steps = training_steps(log_path)[warmup:]
     if not steps:
         raise ValueError(f'{log_path}: no training iteration logged after {warmup} warm-up ones')
     time = statistics.median(d['time'] for d in steps)
@@ -83,28 +81,26 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     env = environment()
     print_env(env)
     make_toy_dataset(args.toy_root, num_train=args.toy_images)
-    settings = {'off': [False], 'on': [True], 'both': [False, True]}[args.fast_train]
     rows = []
     for config in args.configs:
-        for fast in settings:
+        for switch in args.switches:
             with tempfile.TemporaryDirectory() as work_dir:
                 cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work_dir]
-                cmd += ['--no-validate'] + ['--fast-train'] * fast + ['--amp'] * args.amp
+                cmd += ['--no-validate', *switch_args(switch)] + ['--amp'] * args.amp
                 cmd += _train_arguments(config, args.toy_root, args.epochs, args.iters)
                 proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise SystemExit(f'benchmark runner: {" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
-                logs = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-                row = iteration_times(sorted(logs)[-1], args.warmup)
-            row.update(config=osp.splitext(osp.basename(config))[0], fast_train=fast, amp=args.amp)
+                row = iteration_times(scalars_files(work_dir)[-1], args.warmup)
+            row.update(config=osp.splitext(osp.basename(config))[0], switch=switch, amp=args.amp)
             rows.append(row)
             print(
-                f'  {row["config"]:40s} fast-train {"on " if fast else "off"} {row["time_ms"]:9.1f} ms / iter, '
+                f'  {row["config"]:40s} {switch:28s} {row["time_ms"]:9.1f} ms / iter, '
                 f'data {row["data_time_ms"]:7.1f} ms ({row["data_share"]:.0%}), {row["iters"]} iterations',
                 flush=True)
-    print('\n| config | --fast-train | median ms / iter | median data_time ms | data share | iterations |')
+    print('\n| config | switches | median ms / iter | median data_time ms | data share | iterations |')
     print('|---|---|---|---|---|---|')
     for r in rows:
-        print(f'| {r["config"]} | {"on" if r["fast_train"] else "off"} | {r["time_ms"]:.1f} | '
+        print(f'| {r["config"]} | {r["switch"]} | {r["time_ms"]:.1f} | '
               f'{r["data_time_ms"]:.1f} | {r["data_share"]:.0%} | {r["iters"]} |')
     return dict(env=env, amp=args.amp, rows=rows)

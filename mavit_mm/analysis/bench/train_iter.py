@@ -7,8 +7,10 @@ config alike: ``fp16`` / ``bf16`` an ``AmpOptimWrapper`` as ``tools/train.py --a
 segmentors: random label maps; with ``--fast-train`` its images pinned, as the dataloader then delivers
 them): ``model.train_step`` as the Runner calls it.
 
-``--fast-train on`` measures each config through :func:`mavit_mm.engine.apply_fast_train` (what
-``tools/train.py --fast-train`` does), ``both`` plain and fast in the same run. ``--profile N`` adds, per
+``--switches`` gives one row per config and entry, each entry tools/train.py's switches: ``fast-train``
+measures the config through :func:`mavit_mm.engine.apply_fast_train` (what ``tools/train.py --fast-train``
+does), ``cuda-graphs=train`` with its backbone replayed from CUDA graphs in training (what
+``tools/train.py --cuda-graphs train`` does; fixed input shape; CUDA only). ``--profile N`` adds, per
 config, a ``torch.profiler`` summary of N more steps: GPU-busy time, kernel launches, synchronisations,
 the host's time waiting on the GPU, host-to-device copies, the top host-side operators, and the same per
 phase of the step (data preprocessor, backbone, neck, each head's loss, backward, optimizer step).
@@ -22,32 +24,23 @@ import numpy as np
 import torch
 
 from ..benchmarking import environment, measure, phases, profile_steps
-from . import add_common_arguments, check_device, no_tf32, non_negative_int, print_env, print_profile
+from . import (add_common_arguments, add_switches_argument, check_device, no_tf32, non_negative_int, parse_switch,
+               print_env, print_profile)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('configs', nargs='+')
     add_common_arguments(parser, shape=(800, 1344), batch_size=2, precision=None)
-    parser.add_argument(
-        '--fast-train',
-        choices=['off', 'on', 'both'],
-        default='off',
-        help='measure through tools/train.py --fast-train\'s changes; both: plain and fast (default: off)')
+    add_switches_argument(parser, ['none'])
     parser.add_argument(
         '--profile', type=non_negative_int, default=0, metavar='N', help='profile N more steps per config (0: none)')
-    parser.add_argument(
-        '--cuda-graphs',
-        action='store_true',
-        help="add a row per config with its backbone replayed from CUDA graphs in training, as tools/train.py "
-        "--cuda-graphs train does (fixed input shape; marked [graphs]), after the --fast-train rows and with the "
-        'last of their settings')
 
 
 def _prepare(config: str, precision, device: torch.device, fast: bool = False):
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
 
-    from mavit_mm.utils.config_tools import build_model, load_model_config
+    from mavit_mm.config.run_config import build_model, load_model_config
     cfg = load_model_config(config)
     if fast:
         from mavit_mm.engine.fast_train import apply_fast_train
@@ -101,25 +94,34 @@ def _synthetic_batch(scope: str, batch: int, shape) -> dict:
         data_samples=samples)
 
 
-def row_variants(fast_train: str, cuda_graphs: bool) -> List[Tuple[bool, bool]]:
-    """``(fast_train, cuda_graphs)`` of each config's rows: one per ``--fast-train`` setting, then with
-    ``--cuda-graphs`` one more with graphs and the last of those settings."""
-    fast = {'off': [False], 'on': [True], 'both': [False, True]}[fast_train]
-    return [(f, False) for f in fast] + ([(fast[-1], True)] if cuda_graphs else [])
+def row_variants(switches: List[str]) -> List[Tuple[bool, bool]]:
+    """``(fast_train, cuda_graphs)`` of each ``--switches`` entry; a training step replays graphs only in
+    training, so ``cuda-graphs`` must be ``train`` (or ``all``)."""
+    variants = []
+    for entry in switches:
+        parsed = parse_switch(entry)
+        graphs = parsed.get('cuda-graphs', 'off') or 'off'
+        if graphs == 'eval':
+            raise ValueError(f'{entry!r}: train-iter times training steps; use cuda-graphs=train')
+        variants.append(('fast-train' in parsed, graphs in ('train', 'all')))
+    return variants
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     from mmengine.registry import DefaultScope
     device = check_device(parser, args.device)
-    if args.cuda_graphs and device.type != 'cuda':
-        parser.error('--cuda-graphs replays CUDA graphs: it needs --device cuda')
+    try:
+        variants = row_variants(args.switches)
+    except ValueError as e:
+        parser.error(str(e))
+    if any(graphs for _, graphs in variants) and device.type != 'cuda':
+        parser.error('cuda-graphs replays CUDA graphs: it needs --device cuda')
     for config in args.configs:
         if not config.startswith(('mmdet::', 'mmseg::')) and not osp.isfile(config):
             parser.error(f'config {config} not found')
     env = environment()
     print_env(env)
     rows: List[dict] = []
-    variants = row_variants(args.fast_train, args.cuda_graphs)
     for config, (fast, graphs) in [(c, v) for c in args.configs for v in variants]:
         cfg, model, optim_wrapper = _prepare(config, args.precision, device, fast)
         if graphs:

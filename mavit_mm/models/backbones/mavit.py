@@ -22,7 +22,7 @@ from mavit_mm.ops.mala import kernels_can_run
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
 from ..layers.rotary import RotaryEmbedding2d
-from ..utils.pretrained import load_pretrained_backbone
+from ..pretrained import load_pretrained_backbone
 
 DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
 WITH_CP_PARTS = ('block', 'ffn', 'stem')

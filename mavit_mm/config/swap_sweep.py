@@ -6,7 +6,7 @@ runs once in ``'tensor'`` mode on a 128 x 128 image.
 Outcomes:
 
 - ``swapped``: the new config builds (and runs);
-- ``refused``: :func:`~mavit_mm.utils.backbone_swap.swap_backbone` declines, with its reason (no stride
+- ``refused``: :func:`~mavit_mm.config.backbone_swap.swap_backbone` declines, with its reason (no stride
   pyramid, strides MAViT lacks, channels it cannot map);
 - ``not a backbone model``: the config has no ``model.backbone`` (dataset / schedule / runtime files,
   backbone-free models);
@@ -28,7 +28,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
-from mavit_mm.engine.fast_train import replace_types
+from mavit_mm.utils.config_walk import replace_types
 
 OUTCOMES = ('swapped', 'refused', 'not a backbone model', 'stock config unusable here', 'failed')
 PACKAGES = ('mmdet', 'mmseg')
@@ -62,8 +62,8 @@ def sweep_one(config: str, arch: str = 'tiny', forward: bool = False) -> Dict[st
     """Swap, build and optionally run one stock config; ``{config, family, outcome, reason, seconds}``."""
     from mmengine.config import Config
 
-    from mavit_mm.utils.backbone_swap import render_config, stock_outputs, swap_backbone
-    from mavit_mm.utils.config_tools import load_config
+    from mavit_mm.config.backbone_swap import render_config, stock_outputs, swap_backbone
+    from mavit_mm.config.run_config import load_config
     start = time.perf_counter()
     row: Dict[str, object] = dict(config=config, family=family(config), reason='')
 
@@ -107,7 +107,7 @@ def sweep_one(config: str, arch: str = 'tiny', forward: bool = False) -> Dict[st
 
 
 def _build_and_run(cfg, forward: bool) -> None:
-    from mavit_mm.utils.config_tools import build_model
+    from mavit_mm.config.run_config import build_model
     cfg = copy.deepcopy(cfg)
     cfg.model.backbone.pop('init_cfg', None)
     cfg.model.backbone.pop('pretrained', None)

@@ -18,6 +18,8 @@ from typing import Iterator, List, Optional, Sequence
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import DefaultScope
 
+from ..utils.config_walk import SPLITS, iter_datasets
+
 FULL_CHECK_BYTES = 64 * 2**20
 EVALUATORS = {'val': 'val_evaluator', 'test': 'test_evaluator'}
 
@@ -27,7 +29,6 @@ class DatasetError(ValueError):
 
 
 def _leaves(cfg: Config, splits: Sequence[str]) -> Iterator[ConfigDict]:
-    from .config_tools import SPLITS, iter_datasets
     for split in splits:
         loader = cfg.get(SPLITS[split])
         if loader:

@@ -1,18 +1,27 @@
-"""Config helpers behind tools/train.py and tools/test.py, for mmdet, mmseg and mmpretrain configs.
+"""The config a run's Runner gets, for mmdet, mmseg and mmpretrain configs.
 
-Nothing here is model-specific: it edits dataloader, evaluator and hook settings of a loaded
-:class:`mmengine.config.Config`, and checks that the datasets a run needs are on disk.
+:func:`train_config` and :func:`test_config` turn a config file plus the switches of ``tools/train.py`` /
+``tools/test.py`` into the config handed to mmengine's Runner: the one place where a switch becomes config
+edits. The functions they call (data root, AMP, fast training, CUDA-graph hooks, launches, visualization,
+TTA, dataset checks) are usable on their own; nothing here is model-specific.
 """
 import copy
 import importlib
+import logging
 import os.path as osp
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
+import torch
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
 from mmengine.registry import DefaultScope
 from torch import nn
 
+from ..engine.fast_train import apply_fast_train
+from ..utils.checkpoint_file import check_checkpoint_file
+from ..utils.config_walk import SPLITS, iter_datasets, used_types
 from .dataset_checks import check_annotations
+from .launch import prepare_distributed
 
 DATASET_LAYOUTS = {
     'CocoDataset': """\
@@ -29,19 +38,6 @@ DATASET_LAYOUTS = {
   {root}
     train/n01440764/*.JPEG ...       val/ (or meta/train.txt, meta/val.txt with ann_file)""",
 }
-
-SPLITS = {'train': 'train_dataloader', 'val': 'val_dataloader', 'test': 'test_dataloader'}
-
-
-def iter_datasets(dataset_cfg: ConfigDict) -> Iterator[ConfigDict]:
-    """Yield the leaf dataset configs of a dataset config (through Repeat/Concat/... wrappers)."""
-    if 'datasets' in dataset_cfg:
-        for d in dataset_cfg['datasets']:
-            yield from iter_datasets(d)
-    elif 'dataset' in dataset_cfg:
-        yield from iter_datasets(dataset_cfg['dataset'])
-    else:
-        yield dataset_cfg
 
 
 def set_data_root(cfg: Config, data_root: str) -> None:
@@ -87,9 +83,9 @@ def _dataset_paths(ds: ConfigDict) -> List[str]:
 
 def check_datasets(cfg: Config, splits: List[str]) -> None:
     """Raise ``FileNotFoundError`` naming the expected layout when a dataset of ``splits`` is missing, and
-    :class:`~mavit_mm.utils.dataset_checks.DatasetError` naming the file and the fix when an annotation file
+    :class:`~mavit_mm.config.dataset_checks.DatasetError` naming the file and the fix when an annotation file
     is truncated or not JSON, or a COCO-format dataset would be empty after filtering
-    (:func:`~mavit_mm.utils.dataset_checks.check_annotations`)."""
+    (:func:`~mavit_mm.config.dataset_checks.check_annotations`)."""
     for split in splits:
         loader = cfg.get(SPLITS[split])
         if not loader:
@@ -155,24 +151,13 @@ OWN_TYPES = ('MAViT', 'MALAttention', 'RoPESoftmaxAttention', 'MAViTClsHead')
 CUSTOM_IMPORTS_HINT = "custom_imports = dict(imports=['mavit_mm'], allow_failed_imports=False)"
 
 
-def _used_types(node: object) -> Iterator[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get('type'), str):
-            yield node['type']
-        for value in node.values():
-            yield from _used_types(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            yield from _used_types(value)
-
-
 def check_custom_imports(cfg: Config) -> None:
     """Raise ``ValueError`` saying what to add when ``cfg.model`` uses mavit_mm types it never imports.
 
     Our tools import mavit_mm themselves, but the stock mmdet / mmseg / mmpretrain tools and a
     user's own scripts only see what the config imports: a config that works here must work there.
     """
-    used = sorted({t.split('.')[-1] for t in _used_types(cfg.get('model', {})) if t.split('.')[-1] in OWN_TYPES})
+    used = sorted({t.split('.')[-1] for t in used_types(cfg.get('model', {})) if t.split('.')[-1] in OWN_TYPES})
     if not used:
         return
     imports = (cfg.get('custom_imports') or {}).get('imports', [])
@@ -257,3 +242,106 @@ def add_cuda_graph_hook(cfg: Config, mode: str, module: str = 'backbone') -> Non
         if not (h.get('type') == 'CUDAGraphHook' and h.get('module', 'backbone') == module)
     ]
     cfg.custom_hooks = hooks + [dict(type='CUDAGraphHook', module=module, mode=mode)]
+
+
+def _run_config(config: str, cfg_options: Optional[dict], data_root: Optional[str], launcher: str,
+                work_dir: Optional[str]) -> Config:
+    """The steps tools/train.py and tools/test.py share: load, check imports, options, data root, launch,
+    work dir."""
+    cfg = load_config(config)
+    check_custom_imports(cfg)
+    cfg.launcher = launcher
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if data_root:
+        set_data_root(cfg, data_root)
+    prepare_distributed(cfg, launcher)
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(config))[0])
+    return cfg
+
+
+def train_config(config: str,
+                 *,
+                 work_dir: Optional[str] = None,
+                 resume: Optional[str] = None,
+                 amp: bool = False,
+                 cuda_graphs: Optional[str] = None,
+                 fast_train: bool = False,
+                 auto_scale_lr: bool = False,
+                 data_root: Optional[str] = None,
+                 no_validate: bool = False,
+                 cfg_options: Optional[dict] = None,
+                 launcher: str = 'none') -> Config:
+    """The config ``tools/train.py`` hands mmengine's Runner: ``config`` with the tool's switches applied (each
+    as its option in ``tools/train.py --help`` says), every change of ``--fast-train`` logged, checkpoints
+    written atomically, and the datasets of the run checked. ``resume``: ``'auto'`` (the latest checkpoint in
+    the work dir) or a checkpoint file."""
+    cfg = _run_config(config, cfg_options, data_root, launcher, work_dir)
+    if amp and cfg.optim_wrapper.get('type', 'OptimWrapper') == 'OptimWrapper':
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if cuda_graphs:
+        add_cuda_graph_hook(cfg, cuda_graphs)
+    if fast_train or cfg.get('fast_train', False):
+        # the config's opt-in keeps the stock sampler (a GPU draws another random stream); --fast-train all
+        origin = '--fast-train' if fast_train else "the config's fast_train=True"
+        for change in apply_fast_train(cfg, sampler=fast_train):
+            print_log(f'{origin}: {change}', logger='current')
+    if auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise KeyError('--auto-scale-lr needs auto_scale_lr.base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif resume is not None:
+        check_checkpoint_file(resume)
+        cfg.resume, cfg.load_from = True, resume
+    if cfg.get('load_from'):
+        check_checkpoint_file(cfg.load_from)
+    if no_validate:
+        cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if not torch.cuda.is_available() and train_in_fp32(cfg):
+        print_log(
+            "no CUDA device: training in fp32 (mmengine's AmpOptimWrapper needs a GPU; the config asks "
+            'for mixed precision)',
+            logger='current',
+            level=logging.WARNING)
+    use_atomic_checkpoints(cfg)
+    check_datasets(cfg, run_splits(cfg, 'train'))
+    return cfg
+
+
+def test_config(config: str,
+                checkpoint: str,
+                *,
+                work_dir: Optional[str] = None,
+                show: bool = False,
+                show_dir: Optional[str] = None,
+                tta: bool = False,
+                cuda_graphs: Optional[str] = None,
+                data_root: Optional[str] = None,
+                cfg_options: Optional[dict] = None,
+                launcher: str = 'none') -> Config:
+    """The config ``tools/test.py`` hands mmengine's Runner to evaluate ``checkpoint`` (a file or a URL),
+    with the tool's switches applied and the test dataset checked."""
+    if not osp.isfile(checkpoint) and '://' not in checkpoint:
+        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
+    check_checkpoint_file(checkpoint)
+    cfg = _run_config(config, cfg_options, data_root, launcher, work_dir)
+    if cuda_graphs:
+        add_cuda_graph_hook(cfg, cuda_graphs)
+    cfg.load_from = checkpoint
+    if show or show_dir:  # after work_dir: relative show dirs go under it
+        enable_visualization(cfg, show_dir, show)
+    if tta:
+        enable_tta(cfg)
+    check_datasets(cfg, run_splits(cfg, 'test'))
+    return cfg
+
+
+def run_splits(cfg: Config, mode: str) -> List[str]:
+    """The dataset splits a run of ``mode`` (``'train'`` or ``'test'``) of a prepared config reads: train and
+    val (unless validation is off), or test."""
+    if mode == 'test':
+        return ['test']
+    return ['train', 'val'] if cfg.get('val_dataloader') else ['train']

@@ -221,7 +221,7 @@ def test_benchmark_backbone_runs_on_cpu(tmp_path):
     """Each mode and a torchvision peer on the same inputs; ratios against the same arch's plain run;
     with_cp (here ffn + stem) only in training steps; the sweep has all three attention kinds."""
     out_json = tmp_path / 'bench.json'
-    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', 'ResNet-50 (torchvision)',
+    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--arch', 't', '--peers', 'ResNet-50 (torchvision)',
                      '--modes', 'auto', 'graphs', 'capture', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train',
                      '--batch-size', '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1', '--sweep',
                      str(tmp_path / 'sweep.png'), '--sweep-sizes', '64', '--out', str(out_json)) == 0
@@ -348,7 +348,7 @@ def test_benchmark_backbone_profile_names_the_host_costs(tmp_path, capsys):
     """``--profile 1``: every row gets the profiler's summary, whose top host operators are the model's own
     (convolutions for MAViT; on CPU there are no kernel launches to count)."""
     out_json = tmp_path / 'bench.json'
-    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--archs', 't', '--peers', '--modes', 'auto',
+    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--arch', 't', '--peers', '--modes', 'auto',
                      '--settings', 'cls', '--batch-size', '1', '--shape', '64', '64', '--warmup', '0', '--repeats', '1',
                      '--profile', '1', '--out', str(out_json)) == 0
     rows = json.loads(out_json.read_text())['rows']

@@ -1,7 +1,7 @@
 """Speed and memory of MAViT models, backbones and training steps: one entry point, shared flags.
 
     python tools/analysis_tools/benchmark.py model configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py
-    python tools/analysis_tools/benchmark.py backbone --archs t s --settings seg train --precision bf16
+    python tools/analysis_tools/benchmark.py backbone --arch t s --settings seg train --precision bf16
     python tools/analysis_tools/benchmark.py train-iter configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py \
         mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py --precision fp16
     python tools/analysis_tools/benchmark.py memory --arch t --shape 800 1344 --with-cp none ffn ffn,stem

@@ -40,7 +40,7 @@ DEFAULT_PEERS = ('Swin-T (torchvision)', 'ConvNeXt-T (torchvision)', 'ResNet-50 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--archs', nargs='+', default=['t'], choices=['t', 's', 'b', 'l'])
+    parser.add_argument('--arch', nargs='+', default=['t'], choices=['t', 's', 'b', 'l'], help='one or more archs')
     parser.add_argument(
         '--modes',
         nargs='+',
@@ -274,7 +274,7 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     device = check_device(parser, args.device)
     try:
-        models = mavit_models(args.archs, args.modes, args.with_cp)
+        models = mavit_models(args.arch, args.modes, args.with_cp)
     except ValueError as e:
         parser.error(str(e))
     peers = available_peers()

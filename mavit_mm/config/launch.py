@@ -35,14 +35,14 @@ def shared_gpu(local_rank: int, local_world_size: int, gpus: int) -> Optional[in
 
 
 def _ddp_wrapper(cfg: Config, device_ids: Optional[list]) -> None:
+    """mmengine's default DDP wrapper with these ``device_ids`` (the Runner's default is ``[LOCAL_RANK]``);
+    a wrapper the config sets itself is left as it is."""
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel',
             device_ids=device_ids,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
-    else:
-        cfg.model_wrapper_cfg.setdefault('device_ids', device_ids)
 
 
 def _init_gloo(cfg: Config) -> None:

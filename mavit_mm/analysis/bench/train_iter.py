@@ -100,10 +100,9 @@ def row_variants(switches: List[str]) -> List[Tuple[bool, bool]]:
     variants = []
     for entry in switches:
         parsed = parse_switch(entry)
-        graphs = parsed.get('cuda-graphs', 'off') or 'off'
-        if graphs == 'eval':
+        if parsed.get('cuda-graphs') == 'eval':
             raise ValueError(f'{entry!r}: train-iter times training steps; use cuda-graphs=train')
-        variants.append(('fast-train' in parsed, graphs in ('train', 'all')))
+        variants.append(('fast-train' in parsed, 'cuda-graphs' in parsed))
     return variants
 
 

@@ -1,9 +1,12 @@
 """Helpers shared by the test layers (``conftest.py`` holds the options, markers and fixtures)."""
+import os
 import os.path as osp
+import pickle
+import socket
 import subprocess
 import sys
 import uuid
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +89,75 @@ def call_tool(path: str, *args: str) -> int:
     finally:
         sys.argv = saved
     return 0
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a launch's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def launch_env(gpu: bool = False, **extra: str) -> dict:
+    """The environment of a launch: a free rendezvous port, one OpenMP thread per process, and no visible
+    GPU unless ``gpu``; ``extra`` entries are added."""
+    env = {**os.environ, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1', **extra}
+    if not gpu:
+        env['CUDA_VISIBLE_DEVICES'] = ''
+    return env
+
+
+def launch_cmd(script: str, *args: str, nproc: int) -> list:
+    """``bash tools/dist_train.sh`` / ``dist_test.sh`` with ``nproc`` processes, or for one process the
+    tool it calls (``tools/train.py`` / ``test.py``), without the GPUS argument."""
+    if nproc > 1:
+        return ['bash', osp.join(ROOT, 'tools', script), *args]
+    if script == 'dist_test.sh':
+        args = args[:2] + args[3:]
+    elif script == 'dist_train.sh':
+        args = args[:1] + args[2:]
+    return [sys.executable, osp.join(ROOT, 'tools', script.replace('dist_', '').replace('.sh', '.py')), *args]
+
+
+def launch(script: str,
+           *args: str,
+           nproc: int,
+           cwd: str,
+           gpu: bool = False,
+           env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Run :func:`launch_cmd` to its end in ``cwd``; fails the test with the output's tail on a non-zero exit."""
+    proc = subprocess.run(
+        launch_cmd(script, *args, nproc=nproc),
+        cwd=cwd,
+        env=env or launch_env(gpu),
+        capture_output=True,
+        text=True,
+        timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def pickled_predictions(path: str, key: str) -> dict:
+    """``tools/test.py --out`` results by image file name (or image id): each one's ``key`` field."""
+    with open(path, 'rb') as f:
+        results = pickle.load(f)
+    return {osp.basename(r.get('img_path', str(r.get('img_id')))): r[key] for r in results}
+
+
+def train_log(work_dir) -> str:
+    """The text log of the (only) run in ``work_dir`` (a pathlib.Path)."""
+    return next(work_dir.glob('*/*.log')).read_text()
+
+
+def worst_tensor(a: Dict[str, Tensor], b: Dict[str, Tensor], rtol: float, atol: float) -> Tuple[str, float]:
+    """The float tensor of two state dicts furthest from agreement and its difference over the tolerance
+    ``rtol |a| + atol sqrt(numel)`` (norms; below 1 agrees)."""
+    ratio = {
+        k: ((a[k].double() - b[k].double()).norm() / (rtol * a[k].double().norm() + atol * a[k].numel()**0.5)).item()
+        for k in a if a[k].is_floating_point()
+    }
+    worst = max(ratio, key=ratio.get)
+    return worst, ratio[worst]
 
 
 # A tiny MAViT classifier trained by mmengine's Runner on random images: the Runner tests' model.

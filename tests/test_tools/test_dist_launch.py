@@ -9,18 +9,14 @@ random numbers per process and its losses are normalised per process, so for it 
 launch (both ranks, one checkpoint) and the distributed test, not equal training.
 Testing: the 2-process predictions, gathered by the Runner, equal the 1-process ones image by image.
 """
-import os
-import os.path as osp
 import pickle
-import socket
-import subprocess
 
 import pytest
 import torch
 
 from mavit_mm.config.launch import shared_gpu
 from mavit_mm.toy_data import make_toy_dataset
-from helpers import ROOT
+from helpers import ROOT, launch, pickled_predictions, train_log, worst_tensor
 
 ITERS = 3
 # fp32 rounding of a 2-way all-reduce vs one batch, over ITERS SGD steps, relative to each tensor's norm
@@ -78,43 +74,11 @@ def test_processes_that_outnumber_the_gpus_share_them_round_robin(local_world_si
     assert [shared_gpu(r, local_world_size, gpus) for r in range(local_world_size)] == expected
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def launch(script: str, *args: str, nproc: int, cwd: str) -> subprocess.CompletedProcess:
-    """tools/<script> with ``nproc`` processes, or tools/train.py / test.py for one process."""
-    env = {**os.environ, 'CUDA_VISIBLE_DEVICES': '', 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1'}
-    if nproc == 1:
-        cmd = ['python', osp.join(ROOT, 'tools', script.replace('dist_', '').replace('.sh', '.py'))]
-        if script == 'dist_test.sh':
-            args = args[:2] + args[3:]  # no GPUS argument
-        elif script == 'dist_train.sh':
-            args = args[:1] + args[2:]
-    else:
-        cmd = ['bash', osp.join(ROOT, 'tools', script)]
-    proc = subprocess.run([*cmd, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return proc
-
-
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp('dist')
     make_toy_dataset(str(root / 'data/toy'), num_train=16, num_val=4, size=96, seed=3)
     return root
-
-
-def predictions(path: str, key: str) -> dict:
-    with open(path, 'rb') as f:
-        results = pickle.load(f)
-    return {osp.basename(r.get('img_path', str(r.get('img_id')))): r[key] for r in results}
-
-
-def train_log(work_dir) -> str:
-    return next(work_dir.glob('*/*.log')).read_text()
 
 
 @pytest.mark.slow
@@ -134,14 +98,8 @@ def test_segmentor_two_processes_train_as_one_with_the_same_total_batch(toy):
 
     a = torch.load(one / f'iter_{ITERS}.pth', map_location='cpu')['state_dict']
     b = torch.load(two / f'iter_{ITERS}.pth', map_location='cpu')['state_dict']
-    # each tensor's difference over its tolerance: |a - b| <= rtol |a| + atol sqrt(n)
-    ratio = {
-        k: ((a[k] - b[k]).norm() / (WEIGHT_RTOL * a[k].norm() + WEIGHT_ATOL * a[k].numel()**0.5)).item()
-        for k in a if a[k].is_floating_point()
-    }
-    worst = max(ratio, key=ratio.get)
-    assert ratio[worst] < 1, \
-        f'2 x 2 images differ from 1 x 4 after {ITERS} steps: {worst} at {ratio[worst]:.3g} x the tolerance'
+    worst, ratio = worst_tensor(a, b, WEIGHT_RTOL, WEIGHT_ATOL)
+    assert ratio < 1, f'2 x 2 images differ from 1 x 4 after {ITERS} steps: {worst} at {ratio:.3g} x the tolerance'
     # and they trained: every rank took its share (1 process logs the loss of the whole batch)
     assert 'Distributed training: False' in train_log(one)
 
@@ -169,7 +127,8 @@ def test_segmentor_two_processes_train_as_one_with_the_same_total_batch(toy):
         str(toy / 'seg1.pkl'),
         nproc=1,
         cwd=str(toy))
-    p1, p2 = predictions(str(toy / 'seg1.pkl'), 'pred_sem_seg'), predictions(str(toy / 'seg2.pkl'), 'pred_sem_seg')
+    p1 = pickled_predictions(str(toy / 'seg1.pkl'), 'pred_sem_seg')
+    p2 = pickled_predictions(str(toy / 'seg2.pkl'), 'pred_sem_seg')
     assert p1.keys() == p2.keys() and len(p1) == 4
     for name in p1:
         assert torch.equal(p1[name]['data'], p2[name]['data']), name

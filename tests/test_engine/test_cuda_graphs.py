@@ -1,13 +1,13 @@
 """CUDA-graph replay (mavit_mm.engine.cuda_graphs) of a MAViT backbone against its eager runs: eval and
-training steps, gradient accumulation, DropPath, the hook, and a no-op on CPU."""
+training steps, gradient accumulation, DropPath, the hook, a no-op on CPU, and no state left behind."""
 import copy
+import gc
 
 import pytest
 import torch
 
 from mavit_mm import MAViT
-from mavit_mm.engine import cuda_graphs
-from mavit_mm.engine.cuda_graphs import cuda_graphs_mode, disable_cuda_graphs, enable_cuda_graphs
+from mavit_mm.engine.cuda_graphs import cuda_graphs_mode, disable_cuda_graphs, enable_cuda_graphs, graphed_forward
 from helpers import forward_backward, grad_err, randomize_, rel_err
 
 CUDA = torch.cuda.is_available()
@@ -57,18 +57,20 @@ def test_graph_key_changes_with_every_way_a_weight_can_move():
     """A graph reads weights and buffers at fixed addresses, so its cache key must change whenever one
     moves: ``.data`` replaced (what ``model.to`` does to a parameter), a buffer replaced in the dict (what
     ``model.to`` does to a buffer), a parameter or submodule assigned anew; in training also a
-    ``requires_grad`` or ``train()`` / ``eval()`` of any submodule. It does not change on in-place updates."""
-    model = MAViT(arch='t', out_norms=False)
+    ``requires_grad`` or ``train()`` / ``eval()`` of any submodule. It does not change on in-place updates.
+    The keys come from the graphed forward's cached index, as before a replay."""
+    model = enable_cuda_graphs(MAViT(arch='t', out_norms=False), 'all')
+    index = graphed_forward(model).index
     x = torch.randn(1, 3, 32, 32)
     block = model.layers[1].blocks[0]
-    key, train_key = cuda_graphs._key(model, x), cuda_graphs._train_key(model, x)
-    assert cuda_graphs._key(copy.deepcopy(model), x) != key
+    key, train_key = index.key(x), index.key(x, training=True)
+    assert graphed_forward(copy.deepcopy(model)).index.key(x) != key
     expected = sorted(t.data_ptr() for t in [*model.parameters(), *model.buffers()])
     assert sorted(key[-1]) == expected  # every tensor the forward may read, and nothing else
 
     with torch.no_grad():
         block.gamma_1.add_(1.0)  # an optimizer step: same memory
-    assert cuda_graphs._key(model, x) == key and cuda_graphs._train_key(model, x) == train_key
+    assert index.key(x) == key and index.key(x, training=True) == train_key
 
     changes = [
         lambda: setattr(block.gamma_1, 'data', block.gamma_1.data.clone()),
@@ -77,26 +79,52 @@ def test_graph_key_changes_with_every_way_a_weight_can_move():
         lambda: setattr(block, 'pos', copy.deepcopy(block.pos)),
     ]
     for change in changes:
-        before = cuda_graphs._key(model, x)
+        before = index.key(x)
         change()
-        assert cuda_graphs._key(model, x) != before
+        assert index.key(x) != before
     for change in [lambda: block.norm1.eval(), lambda: block.gamma_2.requires_grad_(False)]:
-        before_eval, before = cuda_graphs._key(model, x), cuda_graphs._train_key(model, x)
+        before_eval, before = index.key(x), index.key(x, training=True)
         change()
-        assert cuda_graphs._train_key(model, x) != before and cuda_graphs._key(model, x) == before_eval
+        assert index.key(x, training=True) != before and index.key(x) == before_eval
 
 
 def test_graph_index_sees_sync_bn_swapped_in_after_it_was_built():
     """Training graphs refuse SyncBN (collectives are not captured); the check reads the module index, which
     must notice mmengine / torch swapping BN layers for SyncBN after the index was built."""
-    model = MAViT(arch='t', out_norms=False)
+    model = enable_cuda_graphs(MAViT(arch='t', out_norms=False), 'train')
+    index = graphed_forward(model).index
 
     def has_sync_bn() -> bool:
-        return any(isinstance(r(), torch.nn.SyncBatchNorm) for r in cuda_graphs._state_index(model).modules)
+        return any(isinstance(m, torch.nn.SyncBatchNorm) for m in index.live_modules())
 
     assert not has_sync_bn()
     torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces the BN children in place
     assert has_sync_bn()
+
+
+def registration_hooks() -> int:
+    from torch.nn.modules import module as module_api
+    return sum(
+        len(getattr(module_api, f'_global_{kind}_registration_hooks')) for kind in ('parameter', 'buffer', 'module'))
+
+
+def test_no_process_wide_state_outlives_the_graphed_modules():
+    """The registration hooks the index needs exist only while a module is graphed: removed when the last
+    graphed module is switched off or freed, and the graphed forward holds its module weakly."""
+    before = registration_hooks()
+    a = enable_cuda_graphs(
+        MAViT(arch=dict(embed_dims=[16], depths=[1], num_heads=[1]), out_indices=(0, ), attn_types='mala'), 'all')
+    b = enable_cuda_graphs(copy.deepcopy(a), 'eval')
+    assert registration_hooks() == before + 3
+    disable_cuda_graphs(a)
+    assert registration_hooks() == before + 3 and cuda_graphs_mode(a) is None
+    forward = graphed_forward(b)
+    del b
+    gc.collect()
+    assert forward.module is None  # nothing kept the module alive
+    del forward
+    gc.collect()
+    assert registration_hooks() == before
 
 
 @needs_cuda
@@ -115,10 +143,10 @@ def test_cuda_graphs_replay_fresh_results_per_input_and_shape():
             x = torch.randn(1, 3, 128, 256, device='cuda')
             for a, b in zip(graphed(x), eager(x)):
                 assert rel_err(a.float(), b.float()) < 1e-2
-    assert len(cuda_graphs._CACHES[graphed]) == 3  # two shapes in fp32, one under autocast
+    assert len(graphed_forward(graphed).eval_graphs.cache) == 3  # two shapes in fp32, one under autocast
     graphed.train()
     outs = graphed(torch.randn(2, 3, 64, 64, device='cuda', requires_grad=True))
-    assert outs[0].requires_grad and len(cuda_graphs._CACHES[graphed]) == 3
+    assert outs[0].requires_grad and len(graphed_forward(graphed).eval_graphs.cache) == 3
 
 
 def _zero_grads(*models, set_to_none: bool) -> None:
@@ -151,7 +179,7 @@ def test_cuda_graphs_train_steps_match_eager(dtype, with_cp):
         assert grad_err(grads_g, grads_e) < tol, step
         for (name, b_e), b_g in zip(eager.named_buffers(), graphed.buffers()):
             assert rel_err(b_g.float(), b_e.float()) < 1e-5, (step, name)
-    state = cuda_graphs._TRAIN[graphed]
+    state = graphed_forward(graphed).train_graphs
     # each shape ran eagerly once, then from its graphs: steps 1-3 and 5-6
     assert len(state.entries) == 2 and state.replays == 5
 
@@ -178,7 +206,7 @@ def test_cuda_graphs_train_with_a_frozen_first_stage():
         assert max(rel_err(a, b) for a, b in zip(outs_g, outs_e)) < 1e-5, step
         assert grads_g.keys() == grads_e.keys() and not any(n.startswith('layers.0.') for n in grads_e)
         assert grad_err(grads_g, grads_e) < 1e-5, step
-    assert cuda_graphs._TRAIN[graphed].replays == 3
+    assert graphed_forward(graphed).train_graphs.replays == 3
 
 
 @needs_cuda
@@ -234,7 +262,8 @@ def test_enable_checks_and_undo():
     enable_cuda_graphs(MAViT(arch='t', with_cp=True), 'eval')  # inference is fine
     enable_cuda_graphs(model, 'all')
     state = model.state_dict()
-    assert copy.deepcopy(model).forward.args[0] is not model  # a copy graphs itself, not the original
+    copied = copy.deepcopy(model)
+    assert graphed_forward(copied).module is copied  # a copy graphs itself, not the original
     disable_cuda_graphs(model)
     assert cuda_graphs_mode(model) is None and model.state_dict().keys() == state.keys()
 
@@ -245,15 +274,26 @@ def test_graphs_are_an_engine_switch_not_a_backbone_argument():
 
 
 def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):
-    """CUDAGraphHook in mmengine's Runner: the backbone's forward is the graphed one when training starts
-    (on CPU it runs the plain forward, so the 6 iterations train as without it); a wrong module path and a
-    wrong mode are refused with messages."""
+    """CUDAGraphHook in mmengine's Runner: the backbone's forward is the graphed one while training runs
+    (on CPU it runs the plain forward, so the 6 iterations train as without it) and the plain one after
+    it; a wrong module path and a wrong mode are refused with messages."""
+    from mmengine.hooks import Hook
     from mmengine.registry import HOOKS
 
     from helpers import make_runner
-    runner = make_runner(tmp_path / 'ok', custom_hooks=[dict(type='CUDAGraphHook', module='backbone', mode='train')])
+
+    class RecordMode(Hook):
+        modes = []
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            self.modes.append(cuda_graphs_mode(runner.model.backbone))
+
+    runner = make_runner(
+        tmp_path / 'ok', custom_hooks=[dict(type='CUDAGraphHook', module='backbone', mode='train'),
+                                       RecordMode()])
     runner.train()
-    assert cuda_graphs_mode(runner.model.backbone) == 'train' and runner.iter == 6
+    assert RecordMode.modes == ['train'] * 6 and runner.iter == 6
+    assert cuda_graphs_mode(runner.model.backbone) is None
     bad = make_runner(tmp_path / 'bad', custom_hooks=[dict(type='CUDAGraphHook', module='neck')])
     with pytest.raises(ValueError, match="has no submodule 'neck'"):
         bad.train()

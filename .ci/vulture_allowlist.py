@@ -20,6 +20,7 @@ _._is_init            # mmengine BaseModule's initialised flag
 # methods and attributes mmengine calls on registered classes
 priority              # the hook's priority, read by Runner.register_hook
 _.before_run          # Hook API
+_.after_run           # Hook API
 _._get_value          # ParamScheduler API
 
 # fake (meta) implementations of the MALA custom ops, registered by decorator for torch.compile

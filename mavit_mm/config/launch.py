@@ -7,8 +7,9 @@ and SyncBN layers run only on GPUs. :func:`prepare_distributed` handles the two 
 - no CUDA device (torchrun on CPUs, e.g. to check a launch before a GPU job): a gloo process group, DDP
   without device ids, BN where the config asks for SyncBN, as described in docs/multi_gpu.md;
 - more processes on a machine than GPUs (``tools/dist_train.sh CONFIG 2`` on one GPU): process ``r`` uses
-  GPU ``r % count``, and the process group is gloo over CUDA tensors, because NCCL refuses two ranks on one
-  device. SyncBN stays SyncBN (torch's SyncBatchNorm gathers through gloo too).
+  GPU ``r % count`` (and ``LOCAL_RANK`` becomes that index, which is what mmengine takes it for), and the
+  process group is gloo over CUDA tensors, because NCCL refuses two ranks on one device. SyncBN stays SyncBN
+  (torch's SyncBatchNorm gathers through gloo too).
 
 In both cases the process group is initialised here, before the Runner, so the Runner's ``init_dist`` is
 skipped. With a GPU per process nothing changes: mmengine's own NCCL set-up runs.
@@ -69,8 +70,10 @@ def prepare_distributed(cfg: Config, launcher: str) -> None:
         if device is None:
             return
         torch.cuda.set_device(device)
+        # mmengine reads LOCAL_RANK as this process's CUDA device (DDP's default device_ids, the logger's
+        # device id, which indexes CUDA_VISIBLE_DEVICES): make it the shared device, before anything logs
+        os.environ['LOCAL_RANK'] = str(device)
         _init_gloo(cfg)
-        _ddp_wrapper(cfg, [device])
         print_log(
             f'{os.environ.get("LOCAL_WORLD_SIZE")} processes share {gpus} GPU(s): process group gloo (NCCL needs '
             f'a GPU per process), local rank {local_rank} on cuda:{device}',

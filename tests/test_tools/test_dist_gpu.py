@@ -15,6 +15,7 @@ with and without ``--fast-train`` (both ranks step, one checkpoint); the 2-proce
 1-process test. Its training is not compared with 1 process: the RoI samplers draw random numbers per
 process and mmdet normalises the losses per process, as on 8 GPUs.
 """
+import contextlib
 import json
 import math
 import os
@@ -39,8 +40,8 @@ ITERS = 6
 # kernels, so the runs differ by rounding only. Tolerances relative to what is compared: the update's norm
 # over all weights, each iteration's loss. A wrong split of the batch (a rank's gradient not all-reduced,
 # both ranks reading the same image) moves the update by tens of percent.
-UPDATE_RTOL = 0.01
-LOSS_RTOL = 2e-3
+UPDATE_RTOL = 0.02
+LOSS_RTOL = 5e-3
 # the same process count and kernels before and after a kill: rounding of the one run against the other
 RESUME_RTOL = 1e-3
 
@@ -63,7 +64,10 @@ train_dataloader = dict(batch_size={{batch}}, num_workers=0, persistent_workers=
                         dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False)
 test_dataloader = val_dataloader
-optim_wrapper = dict(_delete_=True, type='OptimWrapper', optimizer=dict(type='SGD', lr=0.05, momentum=0.9))
+# a static loss scale, as the paper's configs: a dynamic one may skip a step in one run and not the other
+# (one image per process has twice the per-image gradient of a batch of two)
+optim_wrapper = dict(_delete_=True, type='OptimWrapper', loss_scale=512.0,
+                     optimizer=dict(type='SGD', lr=0.05, momentum=0.9))
 param_scheduler = []
 load_from = '{{init}}'
 train_cfg = dict(max_iters={{iters}}, val_interval=1000)
@@ -139,10 +143,49 @@ def state(path) -> dict:
     return torch.load(path, map_location='cpu', weights_only=False)['state_dict']
 
 
-def assert_shared_gpu_launch(log: str) -> None:
+def assert_shared_gpu_launch(out: subprocess.CompletedProcess, log: str) -> None:
+    """A 2-process launch: mmengine's environment lines in the run's log, the tools' choice of process group
+    (printed before the Runner starts its log file) in the output."""
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
     if torch.cuda.device_count() == 1:
-        assert '2 processes share 1 GPU(s): process group gloo' in log
+        assert '2 processes share 1 GPU(s): process group gloo' in out.stdout + out.stderr
+
+
+def process_tree(pid: int) -> list:
+    """``pid`` and all its descendants (torchrun starts each rank in a session of its own, so killing
+    torchrun's process group leaves the ranks running)."""
+    children = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open(f'/proc/{entry}/stat') as f:
+                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, stack = [], [pid]
+    while stack:
+        out.append(stack.pop())
+        stack += children.get(out[-1], [])
+    return out
+
+
+def zombie(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+    except OSError:
+        return True
+
+
+def kill_all(pids: list) -> None:
+    """SIGKILL every process of ``pids`` and wait until they are gone (no write of theirs comes later)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(zombie(pid) for pid in pids):
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +195,7 @@ def test_segmentor_2x1_on_gpu_trains_as_1x2(toy, switches):
     tag = '-'.join(s.strip('-') for s in switches) or 'plain'
     one, two = f'seg1x2_{tag}', f'seg2x1_{tag}'
     for name, batch, nproc in ((one, 2, 1), (two, 1, 2)):
-        launch(
+        out = launch(
             'dist_train.sh',
             seg_config(toy, name, batch),
             str(nproc),
@@ -165,7 +208,7 @@ def test_segmentor_2x1_on_gpu_trains_as_1x2(toy, switches):
             cwd=str(toy),
             env=gpu_env())
     log = train_log(toy / two)
-    assert_shared_gpu_launch(log)
+    assert_shared_gpu_launch(out, log)
     if '--cuda-graphs' in switches:
         assert "CUDAGraphHook" in log
 
@@ -230,18 +273,19 @@ def test_sigkill_of_both_ranks_then_resume_ends_as_an_unbroken_run(toy):
         cwd=str(toy),
         env=gpu_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True)  # torchrun and both ranks in one process group, killed together
+        stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 600
         while time.time() < deadline and proc.poll() is None and len(rank_losses(toy, 'seg_killed').get(0, [])) < 6:
             time.sleep(0.05)
         assert proc.poll() is None, 'the run ended before it could be killed'
-        os.killpg(proc.pid, signal.SIGKILL)
+        tree = process_tree(proc.pid)
+        assert len(tree) >= 3, f'torchrun and two ranks expected, found processes {tree}'
+        kill_all(tree)  # both ranks and torchrun at once, as in a node failure
         proc.wait(60)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_all(process_tree(proc.pid))
     killed_at = len(rank_losses(toy, 'seg_killed')[0])
     assert killed_at < iters and not (work / f'iter_{iters}.pth').exists()
 
@@ -263,7 +307,7 @@ def test_detector_two_processes_on_gpu_train_and_test_as_one(toy):
     (toy / 'det.py').write_text(DET_CONFIG.replace('{probe}', str(toy / 'probe_det')))
     (toy / 'det_fast.py').write_text(DET_CONFIG.replace('{probe}', str(toy / 'probe_det_fast')))
     for name, switches in (('det', ()), ('det_fast', ('--fast-train', ))):
-        launch(
+        out = launch(
             'dist_train.sh',
             f'{name}.py',
             '2',
@@ -276,7 +320,7 @@ def test_detector_two_processes_on_gpu_train_and_test_as_one(toy):
             cwd=str(toy),
             env=gpu_env())
         log = train_log(toy / name)
-        assert_shared_gpu_launch(log)
+        assert_shared_gpu_launch(out, log)
         assert 'SyncBN norm config' not in log  # SyncBN stays SyncBN on GPUs
         losses = rank_losses(toy, name)
         assert sorted(losses) == [0, 1] and all(len(v) == 4 and all(map(math.isfinite, v)) for v in losses.values())
@@ -301,6 +345,6 @@ def test_detector_two_processes_on_gpu_train_and_test_as_one(toy):
     assert d1.keys() == d2.keys() and len(d1) == 4
     for img, r in d1.items():
         assert len(r['bboxes']) > 0
-        assert torch.equal(torch.as_tensor(r['bboxes']), torch.as_tensor(d2[img]['bboxes'])), img
-        assert torch.equal(torch.as_tensor(r['scores']), torch.as_tensor(d2[img]['scores'])), img
+        assert torch.allclose(torch.as_tensor(r['bboxes']), torch.as_tensor(d2[img]['bboxes']), atol=1e-4), img
+        assert torch.allclose(torch.as_tensor(r['scores']), torch.as_tensor(d2[img]['scores']), atol=1e-5), img
         assert torch.equal(torch.as_tensor(r['labels']), torch.as_tensor(d2[img]['labels'])), img

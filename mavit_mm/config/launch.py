@@ -35,13 +35,13 @@ def shared_gpu(local_rank: int, local_world_size: int, gpus: int) -> Optional[in
     return local_rank % gpus
 
 
-def _ddp_wrapper(cfg: Config, device_ids: Optional[list]) -> None:
-    """mmengine's default DDP wrapper with these ``device_ids`` (the Runner's default is ``[LOCAL_RANK]``);
+def _cpu_ddp_wrapper(cfg: Config) -> None:
+    """mmengine's default DDP wrapper without device ids (the Runner's default is ``[LOCAL_RANK]``, a GPU);
     a wrapper the config sets itself is left as it is."""
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel',
-            device_ids=device_ids,
+            device_ids=None,
             broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
 
@@ -83,7 +83,7 @@ def prepare_distributed(cfg: Config, launcher: str) -> None:
         raise ValueError(f'--launcher {launcher} needs CUDA devices; on CPUs launch with torchrun '
                          '(tools/dist_train.sh / tools/dist_test.sh, --launcher pytorch)')
     _init_gloo(cfg)
-    _ddp_wrapper(cfg, None)
+    _cpu_ddp_wrapper(cfg)
     if cfg.get('sync_bn'):
         cfg.sync_bn = None  # the Runner's BN -> SyncBN conversion
     replaced = replace_types(cfg._cfg_dict, {t: 'BN' for t in SYNC_BN_TYPES})

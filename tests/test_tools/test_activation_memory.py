@@ -80,7 +80,7 @@ def test_ffn_recompute_keeps_the_ffn_input_only():
 def test_benchmark_memory_on_cpu(tmp_path, capsys, monkeypatch):
     out_json = tmp_path / 'mem.json'
     assert call_tool('tools/analysis_tools/benchmark.py', 'memory', '--device', 'cpu', '--arch', 't', '--shape', '64',
-                     '96', '--batch-size', '1', '--modes', 'off', '--with-cp', 'none', 'ffn', 'block', '--out',
+                     '96', '--batch-size', '1', '--fast-path', 'off', '--with-cp', 'none', 'ffn', 'block', '--out',
                      str(out_json)) == 0
     result = json.loads(out_json.read_text())
     totals = result['totals_mib']
@@ -92,5 +92,5 @@ def test_benchmark_memory_on_cpu(tmp_path, capsys, monkeypatch):
     assert '| total |' in out and 'off, with_cp=ffn / off' in out
     from mavit_mm.ops import mala
     monkeypatch.setattr(mala, '_INTERPRET', False)
-    assert call_tool('tools/analysis_tools/benchmark.py', 'memory', '--device', 'cpu', '--modes', 'auto') == 2
+    assert call_tool('tools/analysis_tools/benchmark.py', 'memory', '--device', 'cpu', '--fast-path', 'auto') == 2
     assert 'TRITON_INTERPRET=1' in capsys.readouterr().err

@@ -139,17 +139,17 @@ def test_benchmark_train_iter_rows_per_config():
 
 
 def test_switch_entries_are_train_py_switches():
-    """One spelling for every benchmark that runs or mimics tools/train.py: its switches, checked."""
-    import argparse
-
-    from mavit_mm.analysis.bench import parse_switch, switch_args
+    """One spelling for every benchmark that runs or mimics tools/train.py: its switches, checked (and a bad
+    entry is a usage error of the tool)."""
+    from mavit_mm.analysis.bench import UsageError, parse_switch, switch_args
     assert parse_switch('none') == {}
     assert parse_switch('fast-train,cuda-graphs=train') == {'fast-train': None, 'cuda-graphs': 'train'}
     assert switch_args('fast-train,cuda-graphs=train') == ['--fast-train', '--cuda-graphs', 'train']
     for bad, message in [('fast', "unknown switch 'fast'"), ('cuda-graphs', 'takes =eval|train|all'),
                          ('cuda-graphs=yes', 'takes =eval|train|all'), ('fast-train=on', 'takes no value')]:
-        with pytest.raises(argparse.ArgumentTypeError, match=message):
+        with pytest.raises(UsageError, match=message):
             parse_switch(bad)
+    assert call_tool(BENCHMARK, 'runner', '--switches', 'fast') == 2
 
 
 def test_benchmark_train_iter_fast_train_and_profile(tmp_path, capsys):
@@ -218,20 +218,21 @@ def test_synthetic_detection_batch_has_uint8_masks_as_the_pipeline_makes():
 
 
 def test_benchmark_backbone_runs_on_cpu(tmp_path):
-    """Each mode and a torchvision peer on the same inputs; ratios against the same arch's plain run;
-    with_cp (here ffn + stem) only in training steps; the sweep has all three attention kinds."""
+    """Each fast path, the CUDA-graph rows (the plain forward on CPU) and a torchvision peer on the same inputs;
+    ratios against the same arch's plain run; with_cp (here ffn + stem) only in training steps; the sweep has
+    all three attention kinds."""
     out_json = tmp_path / 'bench.json'
     assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--arch', 't', '--peers', 'ResNet-50 (torchvision)',
-                     '--modes', 'auto', 'graphs', 'capture', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train',
+                     '--fast-path', 'auto', '--cuda-graphs', '--with-cp', 'ffn,stem', '--settings', 'cls', 'train',
                      '--batch-size', '1', '--shape', '64', '64', '--warmup', '1', '--repeats', '1', '--sweep',
                      str(tmp_path / 'sweep.png'), '--sweep-sizes', '64', '--out', str(out_json)) == 0
     result = json.loads(out_json.read_text())
     labels = [(r['setting'], r['model']) for r in result['rows']]
+    assert result['cuda_graphs'] == 'all'
     assert labels == [('cls', 'MAViT-T (off)'), ('cls', 'MAViT-T (auto)'), ('cls', 'MAViT-T (graphs)'),
-                      ('cls', 'MAViT-T (capture)'), ('cls', 'ResNet-50 (torchvision)'), ('train', 'MAViT-T (off)'),
-                      ('train', 'MAViT-T (auto)'), ('train', 'MAViT-T (auto, with_cp=ffn+stem)'),
-                      ('train', 'MAViT-T (graphs)'), ('train', 'MAViT-T (graphs, with_cp=ffn+stem)'),
-                      ('train', 'ResNet-50 (torchvision)')]
+                      ('cls', 'ResNet-50 (torchvision)'), ('train', 'MAViT-T (off)'), ('train', 'MAViT-T (auto)'),
+                      ('train', 'MAViT-T (auto, with_cp=ffn+stem)'), ('train', 'MAViT-T (graphs)'),
+                      ('train', 'MAViT-T (graphs, with_cp=ffn+stem)'), ('train', 'ResNet-50 (torchvision)')]
     for r in result['rows']:
         ref = next(x for x in result['rows'] if x['setting'] == r['setting'] and x['model'].endswith('(off)'))
         assert abs(r['speedup_vs_off'] - ref['median_ms'] / r['median_ms']) < 1e-9
@@ -348,7 +349,7 @@ def test_benchmark_backbone_profile_names_the_host_costs(tmp_path, capsys):
     """``--profile 1``: every row gets the profiler's summary, whose top host operators are the model's own
     (convolutions for MAViT; on CPU there are no kernel launches to count)."""
     out_json = tmp_path / 'bench.json'
-    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--arch', 't', '--peers', '--modes', 'auto',
+    assert call_tool(BENCHMARK, 'backbone', '--device', 'cpu', '--arch', 't', '--peers', '--fast-path', 'auto',
                      '--settings', 'cls', '--batch-size', '1', '--shape', '64', '64', '--warmup', '0', '--repeats', '1',
                      '--profile', '1', '--out', str(out_json)) == 0
     rows = json.loads(out_json.read_text())['rows']

@@ -15,10 +15,10 @@ import sys
 
 from mmengine.config import DictAction
 
-from mavit_mm.analysis.bench import positive_int
 from mavit_mm.analysis.complexity import PAPER_SHAPES, model_complexity
 from mavit_mm.analysis.paper import PAPER_ROWS
 from mavit_mm.config.run_config import build_model, load_model_config
+from mavit_mm.utils.cli_types import positive_int
 from mavit_mm.utils.fileio import write_text_atomic
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from mavit_mm.analysis.bench import positive_int  # noqa: E402
+from mavit_mm.utils.cli_types import positive_int  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,10 +1,9 @@
 """The subcommands of ``tools/analysis_tools/benchmark.py``: ``model``, ``backbone``, ``train-iter``, ``memory``,
 ``onnx``, ``runner``, ``real-run``, ``shapes``.
 
-Each module has ``add_arguments(parser)`` and ``run(args) -> dict``; the flags they share are added by
-:func:`add_common_arguments` and :func:`add_switches_argument` and mean the same everywhere.
+Each module has ``run(args) -> dict``, ``args`` being the options ``benchmark.py`` parsed (its parser defines
+them); a wrong combination of options raises :class:`UsageError`, which the tool reports as a usage error.
 """
-import argparse
 import contextlib
 from typing import Dict, Iterator, List, Optional
 
@@ -13,26 +12,8 @@ import torch
 PRECISIONS = ('fp32', 'bf16', 'fp16')
 
 
-def add_common_arguments(parser: argparse.ArgumentParser,
-                         *,
-                         shape=None,
-                         batch_size=None,
-                         warmup: int = 5,
-                         repeats: int = 20,
-                         precision: Optional[str] = 'bf16') -> None:
-    """``--precision``, ``--batch-size``, ``--shape``, ``--warmup``, ``--repeats``, ``--device``, ``--out``."""
-    parser.add_argument(
-        '--precision',
-        choices=PRECISIONS,
-        default=precision,
-        help='fp32, or bf16 / fp16 autocast' +
-        (' (default: %(default)s)' if precision else ' (default: what the config says)'))
-    parser.add_argument('--batch-size', type=positive_int, default=batch_size, help='images per step')
-    parser.add_argument('--shape', type=positive_int, nargs=2, default=shape, metavar=('H', 'W'), help='input size')
-    parser.add_argument('--warmup', type=non_negative_int, default=warmup, help='untimed steps first')
-    parser.add_argument('--repeats', type=positive_int, default=repeats, help='timed steps (median reported)')
-    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--out', help='write every figure as json (atomically)')
+class UsageError(ValueError):
+    """Options that cannot run as given (the message says what to pass instead)."""
 
 
 #: tools/train.py's switches a ``--switches`` entry may name, with the values each takes (None: a flag).
@@ -42,26 +23,20 @@ TRAIN_SWITCHES = {'fast-train': None, 'cuda-graphs': ('eval', 'train', 'all')}
 def parse_switch(entry: str) -> Dict[str, Optional[str]]:
     """One ``--switches`` entry as ``{switch: value}``: ``'none'`` -> ``{}``, ``'fast-train,cuda-graphs=train'``
     -> ``{'fast-train': None, 'cuda-graphs': 'train'}``; an unknown switch or value raises
-    ``argparse.ArgumentTypeError`` naming the valid ones."""
+    :class:`UsageError` naming the valid ones."""
     if entry in ('none', ''):
         return {}
     out: Dict[str, Optional[str]] = {}
     for item in entry.split(','):
         name, _, value = item.partition('=')
         if name not in TRAIN_SWITCHES:
-            raise argparse.ArgumentTypeError(f'{entry!r}: unknown switch {name!r}; one of {sorted(TRAIN_SWITCHES)}')
+            raise UsageError(f'{entry!r}: unknown switch {name!r}; one of {sorted(TRAIN_SWITCHES)}')
         values = TRAIN_SWITCHES[name]
         if (values is None) != (not value) or (values is not None and value not in values):
             want = 'takes no value' if values is None else f'takes ={"|".join(values)}'
-            raise argparse.ArgumentTypeError(f'{entry!r}: {name} {want}')
+            raise UsageError(f'{entry!r}: {name} {want}')
         out[name] = value or None
     return out
-
-
-def switch_entry(text: str) -> str:
-    """argparse type of a ``--switches`` entry: the entry, checked by :func:`parse_switch`."""
-    parse_switch(text)
-    return text
 
 
 def switch_args(entry: str) -> List[str]:
@@ -72,39 +47,14 @@ def switch_args(entry: str) -> List[str]:
     return out
 
 
-def add_switches_argument(parser: argparse.ArgumentParser, default: List[str]) -> None:
-    """``--switches``: one run (or row) per entry, each a set of tools/train.py's switches."""
-    parser.add_argument(
-        '--switches',
-        nargs='+',
-        type=switch_entry,
-        default=default,
-        help="one run per entry, each tools/train.py's switches without dashes, comma-separated: none (the "
-        'plain command), fast-train, fast-train,cuda-graphs=train, ... (default: %(default)s)')
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'must be a positive integer, got {text}')
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f'must be 0 or more, got {text}')
-    return value
-
-
-def check_device(parser: argparse.ArgumentParser, device: str) -> torch.device:
-    """The ``--device`` as a torch device, or a parser error that says what to pass."""
+def check_device(device: str) -> torch.device:
+    """The ``--device`` as a torch device; :class:`UsageError` saying what to pass where it cannot run."""
     try:
         dev = torch.device(device)
     except RuntimeError:
-        parser.error(f'--device {device!r} is not a device: use cuda, cuda:N or cpu')
+        raise UsageError(f'--device {device!r} is not a device: use cuda, cuda:N or cpu') from None
     if dev.type == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: no CUDA device here; pass --device cpu')
+        raise UsageError('--device cuda: no CUDA device here; pass --device cpu')
     return dev
 
 

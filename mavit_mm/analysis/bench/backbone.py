@@ -7,12 +7,11 @@ Settings (backbone only, as the paper's Figs. 5-6 and a detection training step;
   seg    512x2048, batch 1, eval forward
   train  2 x 800x1344, forward + backward (loss = sum of the outputs' means), train mode
 
-Modes of MAViT: ``off`` (plain PyTorch, the baseline of every ratio), ``auto`` (the fast path: Triton
-MALA, channels-last maps), ``graphs`` (``auto`` replayed from CUDA graphs,
-``mavit_mm.engine.enable_cuda_graphs(model, 'all')``) and ``capture`` (inference only: ``auto`` captured
-by hand in one ``torch.cuda.graph`` for the one input, replayed with no shape lookup and no output copies:
-the floor ``graphs`` is measured against); ``--with-cp`` adds the training step with
-those recomputed parts. Peers: any of :func:`.peers.available_peers`. Median of ``--repeats`` after
+MAViT rows: each ``--fast-path`` value (``off``: plain PyTorch, the baseline of every ratio, always timed;
+``auto``: Triton MALA, channels-last maps) and, with ``--cuda-graphs [eval|train|all]``, ``auto`` replayed
+from CUDA graphs (``mavit_mm.engine.enable_cuda_graphs(model, MODE)``, the ``graphs`` rows; eval graphs
+serve the inference settings, training graphs the ``train`` setting); ``--with-cp`` adds the training step
+with those recomputed parts. Peers: any of :func:`.peers.available_peers`. Median of ``--repeats`` after
 ``--warmup``, images/s, peak memory after warm-up (with CUDA graphs: plus what the graphs' memory pool
 holds beyond it). ``--profile N`` adds, per model, N profiled steps: GPU-busy time, kernel launches and
 the most launched kernels (where a launch-bound step's host time goes). ``--sweep`` times one stage-1
@@ -21,13 +20,13 @@ attention layer (MALA vs softmax through SDPA) over image sizes and draws it.
 import argparse
 import contextlib
 import math
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from ..benchmarking import environment, measure, profile_steps
-from . import add_common_arguments, autocast, check_device, no_tf32, non_negative_int, print_env, print_profile
+from . import UsageError, autocast, check_device, no_tf32, print_env, print_profile
 from .peers import available_peers
 
 SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, train
@@ -35,40 +34,8 @@ SETTINGS: Dict[str, Tuple[Tuple[int, int], int, bool]] = {  # (H, W), batch, tra
     'seg': ((512, 2048), 1, False),
     'train': ((800, 1344), 2, True)
 }
-MODES = ('off', 'auto', 'graphs', 'capture')
+FAST_PATHS = ('off', 'auto')
 DEFAULT_PEERS = ('Swin-T (torchvision)', 'ConvNeXt-T (torchvision)', 'ResNet-50 (torchvision)')
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--arch', nargs='+', default=['t'], choices=['t', 's', 'b', 'l'], help='one or more archs')
-    parser.add_argument(
-        '--modes',
-        nargs='+',
-        default=list(MODES),
-        choices=MODES,
-        help="MAViT modes; 'off' is always timed as the baseline")
-    parser.add_argument(
-        '--with-cp',
-        nargs='+',
-        default=[],
-        metavar='PARTS',
-        help="also time the training step with with_cp=[PARTS] (comma-separated parts of "
-        "block, ffn, stem), e.g. --with-cp ffn ffn,stem")
-    parser.add_argument('--settings', nargs='+', default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument(
-        '--peers',
-        nargs='*',
-        default=list(DEFAULT_PEERS),
-        help='peer backbones by name (`--peers` alone: none; `--peers all`: every installed one)')
-    parser.add_argument(
-        '--profile',
-        type=non_negative_int,
-        default=0,
-        metavar='N',
-        help='profile N more steps per model: GPU busy, kernel launches, the most launched kernels (0: none)')
-    parser.add_argument('--sweep', help='also run the attention sweep and draw it to this PNG')
-    parser.add_argument('--sweep-sizes', type=int, nargs='+', default=[256, 512, 1024, 1536, 2048])
-    add_common_arguments(parser)
 
 
 def _with_cp(text: str) -> List[str]:
@@ -79,7 +46,12 @@ def _with_cp(text: str) -> List[str]:
     return parts
 
 
-def mavit_models(archs, modes, with_cp) -> Dict[str, Callable[[], nn.Module]]:
+def mavit_models(archs: List[str],
+                 fast_paths: List[str],
+                 with_cp: List[str],
+                 cuda_graphs: Optional[str] = None) -> Dict[str, Callable[[], nn.Module]]:
+    """Row label -> builder of each MAViT row: ``'off'`` first, the other ``fast_paths``, then ``'graphs'``
+    (``'auto'`` with CUDA graphs of mode ``cuda_graphs``) if given; with each ``with_cp`` setting too."""
     from mavit_mm.engine import enable_cuda_graphs
     from mavit_mm.models import MAViT
 
@@ -87,15 +59,15 @@ def mavit_models(archs, modes, with_cp) -> Dict[str, Callable[[], nn.Module]]:
 
         def build() -> nn.Module:
             model = MAViT(arch=arch, fast_path='off' if mode == 'off' else 'auto', with_cp=cp or False)
-            model.plain_capture = mode == 'capture'
-            return enable_cuda_graphs(model, 'all') if mode == 'graphs' else model
+            return enable_cuda_graphs(model, cuda_graphs) if mode == 'graphs' else model
 
         return build
 
+    modes = ('off', ) + tuple(m for m in fast_paths if m != 'off') + (('graphs', ) if cuda_graphs else ())
     models = {}
     for a in archs:
-        for mode in ('off', ) + tuple(m for m in modes if m != 'off'):
-            for cp in [None] + ([] if mode in ('off', 'capture') else [_with_cp(c) for c in with_cp]):
+        for mode in modes:
+            for cp in [None] + ([] if mode == 'off' else [_with_cp(c) for c in with_cp]):
                 if mode == 'graphs' and cp and 'block' in cp:
                     continue  # the training graphs cannot capture whole-block recomputation
                 label = f'MAViT-{a.upper()} ({mode}' + (f', with_cp={"+".join(cp)})' if cp else ')')
@@ -110,8 +82,6 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, precision: str) -> C
         with autocast(x.device, precision):
             return model(x)
 
-    if not train and getattr(model, 'plain_capture', False) and x.is_cuda:
-        return captured_forward(model, x, precision)
     if not train:
 
         def infer():
@@ -129,33 +99,6 @@ def step_fn(model: nn.Module, x: torch.Tensor, train: bool, precision: str) -> C
     return train_step
 
 
-def captured_forward(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], object]:
-    """``model``'s no-grad forward captured once in a CUDA graph, as the PyTorch docs write it by hand:
-    warm-up on a side stream, one capture over a static input, then each call copies ``x`` in and replays."""
-    static_x = x.clone()
-
-    def run():
-        with torch.no_grad(), autocast(x.device, precision):
-            return model(static_x)
-
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            run()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        outputs = run()
-
-    def replay():
-        static_x.copy_(x)
-        graph.replay()
-        return outputs
-
-    return replay
-
-
 def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, device) -> List[dict]:
     from mavit_mm.engine.cuda_graphs import cuda_graphs_mode, graph_pool_bytes
     (h, w), batch, train = SETTINGS[name]
@@ -166,8 +109,6 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     for label, make in models.items():
         if not train and 'with_cp=' in label:
             continue  # checkpointing changes training only
-        if train and label.endswith('(capture)'):
-            continue  # a hand capture of the training step is what mode graphs is
         model = make().to(device)
         model.train(train)  # some backbones' train() returns None
         graphed = cuda_graphs_mode(model) is not None and device.type == 'cuda'
@@ -271,21 +212,21 @@ def plot_sweep(rows: List[dict], path: str, title: str) -> None:
         fig.savefig(f, format='png', dpi=120)
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    device = check_device(parser, args.device)
+def run(args: argparse.Namespace) -> dict:
+    device = check_device(args.device)
     try:
-        models = mavit_models(args.arch, args.modes, args.with_cp)
+        models = mavit_models(args.arch, args.fast_path, args.with_cp, args.cuda_graphs)
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from e
     peers = available_peers()
     names = list(peers) if args.peers == ['all'] else args.peers
     unknown = [n for n in names if n not in peers]
     if unknown:
-        parser.error(f'--peers: {unknown} not installed here; choose from {sorted(peers)} (or all)')
+        raise UsageError(f'--peers: {unknown} not installed here; choose from {sorted(peers)} (or all)')
     models.update({n: peers[n] for n in names})
     env = environment()
     print_env(env)
-    print(f'# precision: {args.precision}')
+    print(f'# precision: {args.precision}' + (f', CUDA graphs: {args.cuda_graphs}' if args.cuda_graphs else ''))
     rows, sweep = [], []
     with no_tf32() if args.precision == 'fp32' else contextlib.nullcontext():
         for setting in args.settings:
@@ -301,4 +242,4 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
         print(f'| {r["setting"]} | {r["model"]} | {r["median_ms"]:.2f} | {r["images_per_s"]:.1f} | '
               f'{r.get("peak_mem_mib", nan):.0f} | {r.get("speedup_vs_off", nan):.2f} | '
               f'{r.get("memory_vs_off", nan):.2f} |')
-    return dict(env=env, precision=args.precision, rows=rows, sweep=sweep)
+    return dict(env=env, precision=args.precision, cuda_graphs=args.cuda_graphs, rows=rows, sweep=sweep)

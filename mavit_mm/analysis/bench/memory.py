@@ -1,6 +1,6 @@
 """``benchmark.py memory``: where a MAViT training step's activation memory goes, bytes saved for backward per layer.
 
-One forward in train mode per ``--modes`` and ``--with-cp`` setting (stochastic depth off); every
+One forward in train mode per ``--fast-path`` and ``--with-cp`` setting (stochastic depth off); every
 tensor autograd keeps for the backward is charged once to the layer that saved it first
 (:mod:`mavit_mm.analysis.activation_memory`). The figures are exact and device independent for the
 same dtypes; which ops autocast runs in half precision differs between CPU and CUDA, so compare
@@ -13,39 +13,21 @@ from typing import Dict
 import torch
 
 from ..benchmarking import environment
-from . import add_common_arguments, autocast, check_device, print_env
+from . import UsageError, autocast, check_device, print_env
 
 MIB = 2**20
 WITH_CP = ('none', 'ffn', 'stem', 'ffn,stem', 'block')
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--arch', default='t', choices=['t', 's', 'b', 'l'])
-    parser.add_argument(
-        '--modes',
-        nargs='+',
-        default=['off', 'auto'],
-        choices=['off', 'auto'],
-        help="fast_path settings to account ('off': plain PyTorch)")
-    parser.add_argument(
-        '--with-cp',
-        nargs='+',
-        default=['none'],
-        choices=WITH_CP,
-        help='recomputed parts to account for each mode (none: keep everything)')
-    parser.add_argument('--top', type=int, default=25, help='rows to print (all go to --out)')
-    add_common_arguments(parser, shape=(800, 1344), batch_size=2, precision='fp32')
-
-
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace) -> dict:
     from mavit_mm.models import MAViT
     from mavit_mm.ops.mala import kernels_can_run
     from ..activation_memory import PARAMETERS, saved_activations
-    device = check_device(parser, args.device)
+    device = check_device(args.device)
     x = torch.randn(args.batch_size, 3, *args.shape, device=device)
-    if 'auto' in args.modes and not kernels_can_run(x):
-        parser.error("--modes auto: the fast path needs a CUDA GPU here (or TRITON_INTERPRET=1 to run the Triton "
-                     'kernels on the CPU: slow, keep --shape small); else pass --modes off')
+    if 'auto' in args.fast_path and not kernels_can_run(x):
+        raise UsageError("--fast-path auto needs a CUDA GPU here (or TRITON_INTERPRET=1 to run the Triton kernels on "
+                         'the CPU: slow, keep --shape small); else pass --fast-path off')
     env = environment()
     print_env(env)
     print(f'# MAViT-{args.arch.upper()}, train mode, {args.batch_size} x 3 x {args.shape[0]} x {args.shape[1]}, '
@@ -55,7 +37,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     params = 0.0
     columns = {
         (f'{mode}, with_cp={cp}' if cp != 'none' else mode): (mode, cp)
-        for mode in args.modes
+        for mode in args.fast_path
         for cp in args.with_cp
     }
     for label, (mode, cp) in columns.items():

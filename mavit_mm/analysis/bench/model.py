@@ -10,37 +10,23 @@ import argparse
 import os.path as osp
 
 import torch
-from mmengine.config import DictAction
 
 from ..benchmarking import environment, measure
 from ..complexity import PAPER_SHAPES, TensorForward, dummy_data_samples
-from . import add_common_arguments, autocast, check_device, print_env
+from . import UsageError, autocast, check_device, print_env
 
 BATCH_SIZES = {'mmpretrain': 64, 'mmseg': 1, 'mmdet': 1}  # Fig. 5: batch 64; Fig. 6: batch 1
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('config')
-    add_common_arguments(parser, warmup=10, repeats=30, precision='fp32')
-    parser.add_argument(
-        '--cuda-graphs',
-        nargs='?',
-        const='eval',
-        choices=['eval'],
-        help='replay the backbone from CUDA graphs, as tools/test.py --cuda-graphs: eval, the one mode inference '
-        'uses (the default when no mode is given)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-
-
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace) -> dict:
     from mavit_mm.config.run_config import build_model, load_model_config
-    device = check_device(parser, args.device)
+    device = check_device(args.device)
     if args.cuda_graphs and device.type != 'cuda':
-        parser.error('--cuda-graphs replays CUDA graphs: it needs --device cuda')
+        raise UsageError('--cuda-graphs replays CUDA graphs: it needs --device cuda')
     try:
         cfg = load_model_config(args.config, args.cfg_options)
     except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from e
     scope = cfg.default_scope
     shape = tuple(args.shape) if args.shape else PAPER_SHAPES[scope]
     batch = args.batch_size or BATCH_SIZES[scope]

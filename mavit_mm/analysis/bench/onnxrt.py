@@ -24,15 +24,7 @@ import numpy as np
 import torch
 
 from ..benchmarking import environment, measure
-from . import add_common_arguments, autocast, check_device, no_tf32, positive_int, print_env
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--arch', default='t', choices=['t', 's', 'b', 'l'])
-    parser.add_argument(
-        '--providers', nargs='+', help='onnxruntime execution providers (default: every local one installed)')
-    parser.add_argument('--ort-repeats', type=positive_int, default=5, help='timed onnxruntime runs per provider')
-    add_common_arguments(parser, shape=(512, 2048), batch_size=1, warmup=10, repeats=30)
+from . import UsageError, autocast, check_device, no_tf32, print_env
 
 
 def _rel_diff(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> float:
@@ -70,20 +62,20 @@ def _torch_row(label: str, precision: str, fn: Callable[[], Sequence[torch.Tenso
     return r
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace) -> dict:
     from mavit_mm.deployment import export_onnx
     from mavit_mm.engine import enable_cuda_graphs
     from mavit_mm.models import MAViT
-    device = check_device(parser, args.device)
+    device = check_device(args.device)
     try:
         import onnxruntime as ort
     except ImportError:
-        parser.error('onnxruntime is not installed: pip install -r requirements/deploy.txt')
+        raise UsageError('onnxruntime is not installed: pip install -r requirements/deploy.txt') from None
     # the Azure provider runs models remotely (a CPU fallback here): not a local runtime to time
     providers = args.providers or [p for p in ort.get_available_providers() if p != 'AzureExecutionProvider']
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
-        parser.error(f'--providers {missing}: not in this onnxruntime; installed: {ort.get_available_providers()}')
+        raise UsageError(f'--providers {missing}: not in this onnxruntime; installed: {ort.get_available_providers()}')
     env = environment()
     env['onnxruntime'] = f'{ort.__version__} ({", ".join(ort.get_available_providers())})'
     print_env(env)

@@ -35,25 +35,12 @@ from typing import Dict, List
 from ...utils.fileio import write_text_atomic
 from ..benchmarking import environment
 from ..logs import scalars_files, training_steps
-from . import add_switches_argument, non_negative_int, positive_int, print_env, switch_args
+from . import print_env, switch_args
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
                    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
 _TEST_TIME = re.compile(r'Epoch\(test\)\s*\[\s*(\d+)/\d+\].*?\btime: ([0-9.]+)')
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        'configs', nargs='*', default=list(DEFAULT_CONFIGS), help=f'default: {" ".join(DEFAULT_CONFIGS)}')
-    parser.add_argument('--data', default=osp.join(ROOT, 'data', 'bench'), help='the generated data (made if absent)')
-    parser.add_argument('--iters', type=positive_int, default=150, help='training iterations per run')
-    parser.add_argument('--warmup', type=non_negative_int, default=40, help='iterations before the steady state')
-    add_switches_argument(parser, ['none'])  # each beside --amp; none: the README command
-    parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
-    parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
-    parser.add_argument('--logs', help="folder for the runs' output (default: a temporary one, removed)")
-    parser.add_argument('--out', help='write every figure as json (atomically), after every run')
 
 
 def train_options(config: str, iters: int) -> List[str]:
@@ -141,7 +128,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
     return row
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace) -> dict:
     from mavit_mm.bench_data import make_bench_data
     env_info = environment()
     print_env(env_info)

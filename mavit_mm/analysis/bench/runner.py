@@ -18,27 +18,10 @@ from typing import Dict, List
 
 from ..benchmarking import environment
 from ..logs import scalars_files, training_steps
-from . import add_switches_argument, non_negative_int, positive_int, print_env, switch_args
+from . import UsageError, print_env, switch_args
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 TOY_CONFIGS = ('configs/toy/upernet_mavit-t_toy.py', 'configs/toy/mask-rcnn_mavit-t_fpn_toy.py')
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        'configs',
-        nargs='*',
-        default=[osp.join(ROOT, c) for c in TOY_CONFIGS],
-        help=f'default: {" ".join(TOY_CONFIGS)}')
-    parser.add_argument('--toy-root', default=osp.join(ROOT, 'data', 'toy'), help='the toy data (made if absent)')
-    parser.add_argument(
-        '--toy-images', type=positive_int, default=160, help='training images of the toy data (default: %(default)s)')
-    parser.add_argument('--epochs', type=positive_int, default=1, help='epochs of an epoch-based config')
-    parser.add_argument('--iters', type=positive_int, default=100, help='iterations of an iteration-based config')
-    parser.add_argument('--warmup', type=non_negative_int, default=5, help='logged iterations left out')
-    add_switches_argument(parser, ['none', 'fast-train'])
-    parser.add_argument('--amp', action='store_true', help='tools/train.py --amp (CUDA)')
-    parser.add_argument('--out', help='write every figure as json (atomically)')
 
 
 def _train_arguments(config: str, toy_root: str, epochs: int, iters: int) -> List[str]:
@@ -73,11 +56,11 @@ def iteration_times(log_path: str, warmup: int) -> Dict[str, float]:
     return dict(time_ms=1e3 * time, data_time_ms=1e3 * data, data_share=data / time, iters=len(steps))
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace) -> dict:
     from mavit_mm.toy_data import make_toy_dataset
     missing = [c for c in args.configs if not osp.isfile(c)]
     if missing:
-        parser.error(f'no such config: {", ".join(missing)}')
+        raise UsageError(f'no such config: {", ".join(missing)}')
     env = environment()
     print_env(env)
     make_toy_dataset(args.toy_root, num_train=args.toy_images)

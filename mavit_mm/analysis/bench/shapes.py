@@ -20,14 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..benchmarking import environment
-from . import check_device, positive_int, print_env
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--sizes', type=positive_int, default=10, help='new input sizes per row')
-    parser.add_argument('--plain-convs', action='store_true', help="add MAViT-T with the blocks' convs on cuDNN")
-    parser.add_argument('--device', default='cuda')
-    parser.add_argument('--out', help='write every figure as json (atomically)')
+from . import UsageError, check_device, print_env
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -142,10 +135,10 @@ def per_backbone(device: torch.device, sizes: int, plain_convs: bool) -> List[di
     return rows
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    device = check_device(parser, args.device)
+def run(args: argparse.Namespace) -> dict:
+    device = check_device(args.device)
     if device.type != 'cuda':
-        parser.error('shapes measures cuDNN / Triton per-size costs: it needs a CUDA device')
+        raise UsageError('shapes measures cuDNN / Triton per-size costs: it needs a CUDA device')
     env = environment()
     print_env(env)
     print('per operation, 2 x C x 200 x W fp16, forward + backward:')

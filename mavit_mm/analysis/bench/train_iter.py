@@ -24,16 +24,7 @@ import numpy as np
 import torch
 
 from ..benchmarking import environment, measure, phases, profile_steps
-from . import (add_common_arguments, add_switches_argument, check_device, no_tf32, non_negative_int, parse_switch,
-               print_env, print_profile)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('configs', nargs='+')
-    add_common_arguments(parser, shape=(800, 1344), batch_size=2, precision=None)
-    add_switches_argument(parser, ['none'])
-    parser.add_argument(
-        '--profile', type=non_negative_int, default=0, metavar='N', help='profile N more steps per config (0: none)')
+from . import UsageError, check_device, no_tf32, parse_switch, print_env, print_profile
 
 
 def _prepare(config: str, precision, device: torch.device, fast: bool = False):
@@ -106,18 +97,18 @@ def row_variants(switches: List[str]) -> List[Tuple[bool, bool]]:
     return variants
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+def run(args: argparse.Namespace) -> dict:
     from mmengine.registry import DefaultScope
-    device = check_device(parser, args.device)
+    device = check_device(args.device)
     try:
         variants = row_variants(args.switches)
     except ValueError as e:
-        parser.error(str(e))
+        raise UsageError(str(e)) from e
     if any(graphs for _, graphs in variants) and device.type != 'cuda':
-        parser.error('cuda-graphs replays CUDA graphs: it needs --device cuda')
+        raise UsageError('cuda-graphs replays CUDA graphs: it needs --device cuda')
     for config in args.configs:
         if not config.startswith(('mmdet::', 'mmseg::')) and not osp.isfile(config):
-            parser.error(f'config {config} not found')
+            raise UsageError(f'config {config} not found')
     env = environment()
     print_env(env)
     rows: List[dict] = []

@@ -47,7 +47,9 @@ def _cpu_ddp_wrapper(cfg: Config) -> None:
 
 
 def _init_gloo(cfg: Config) -> None:
-    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    env_cfg = cfg.get('env_cfg') or {}
+    env_cfg['dist_cfg'] = {**(env_cfg.get('dist_cfg') or {}), 'backend': 'gloo'}
+    cfg.env_cfg = env_cfg  # (Config.setdefault returns its argument, not the stored copy)
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo', rank=int(os.environ['RANK']), world_size=int(os.environ['WORLD_SIZE']))
 

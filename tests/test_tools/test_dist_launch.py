@@ -186,3 +186,28 @@ def test_detector_two_processes_train_and_test(toy):
         return line[line.index('coco/bbox_mAP:'):].split()[1]
 
     assert metric(out1) == metric(out2)
+
+
+def test_shared_gpu_launch_gives_mmengine_the_device_as_local_rank(monkeypatch):
+    """Rank 1 of 2 on a machine with one GPU: the process is put on cuda:0, the process group is gloo, and
+    mmengine's own device lookup (its logger indexes the visible devices with LOCAL_RANK, which failed with
+    an IndexError on rank 1) finds that GPU. CUDA and the process group are stood in for: this machine may
+    have neither."""
+    from mmengine.config import Config
+    from mmengine.logging.logger import _get_device_id
+
+    from mavit_mm.config import launch as launch_module
+    calls = {}
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda d: calls.setdefault('device', d))
+    monkeypatch.setattr(launch_module.dist, 'is_initialized', lambda: False)
+    monkeypatch.setattr(launch_module.dist, 'init_process_group', lambda **kw: calls.setdefault('group', kw))
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    for key, value in dict(LOCAL_RANK='1', LOCAL_WORLD_SIZE='2', RANK='1', WORLD_SIZE='2').items():
+        monkeypatch.setenv(key, value)
+    cfg = Config(dict(model=dict(type='X')))
+    launch_module.prepare_distributed(cfg, 'pytorch')
+    assert calls == {'device': 0, 'group': dict(backend='gloo', rank=1, world_size=2)}
+    assert cfg.env_cfg.dist_cfg.backend == 'gloo' and 'model_wrapper_cfg' not in cfg
+    assert _get_device_id() == 0

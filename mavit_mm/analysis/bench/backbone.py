@@ -109,6 +109,8 @@ def bench_setting(name: str, models: Dict[str, Callable[[], nn.Module]], args, d
     for label, make in models.items():
         if not train and 'with_cp=' in label:
             continue  # checkpointing changes training only
+        if '(graphs' in label and args.cuda_graphs != 'all' and (args.cuda_graphs == 'train') != train:
+            continue  # eval graphs serve inference only, training graphs training steps
         model = make().to(device)
         model.train(train)  # some backbones' train() returns None
         graphed = cuda_graphs_mode(model) is not None and device.type == 'cuda'

@@ -91,6 +91,22 @@ def call_tool(path: str, *args: str) -> int:
     return 0
 
 
+#: The toy UperNet with nothing that couples the images of a batch or draws random numbers (BN of the backbone
+#: in eval mode, GN in the heads, no flip, dropout or drop path): N processes x B images per step train as
+#: 1 process x N*B images. Tests append their loaders, optimizer and schedule.
+DECOUPLED_SEGMENTOR = f"""
+_base_ = '{ROOT}/configs/toy/upernet_mavit-t_toy.py'
+gn = dict(type='GN', num_groups=8, requires_grad=True)
+model = dict(
+    backbone=dict(drop_path_rate=0.0, norm_eval=True),
+    decode_head=dict(norm_cfg=gn, dropout_ratio=0.0),
+    auxiliary_head=dict(norm_cfg=gn, dropout_ratio=0.0))
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='PackSegInputs')]
+"""
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (for a launch's rendezvous)."""
     with socket.socket() as s:

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from mavit_mm.toy_data import make_toy_dataset
-from helpers import ROOT, launch, launch_cmd, launch_env, pickled_predictions, train_log
+from helpers import DECOUPLED_SEGMENTOR, ROOT, launch, launch_cmd, launch_env, pickled_predictions, train_log
 
 pytestmark = [
     pytest.mark.slow,
@@ -50,17 +50,8 @@ custom_imports = dict(imports=['mavit_mm', 'run_probes'], allow_failed_imports=F
 custom_hooks = [dict(type='RankLossProbe', out_dir='{probe}')]
 """
 
-SEG_CONFIG = f"""
-_base_ = '{ROOT}/configs/toy/upernet_mavit-t_toy.py'
-gn = dict(type='GN', num_groups=8, requires_grad=True)
-model = dict(
-    backbone=dict(drop_path_rate=0.0, norm_eval=True),
-    decode_head=dict(norm_cfg=gn, dropout_ratio=0.0),
-    auxiliary_head=dict(norm_cfg=gn, dropout_ratio=0.0))
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=False),
-    dict(type='PackSegInputs')]
-train_dataloader = dict(batch_size={{batch}}, num_workers=0, persistent_workers=False,
+SEG_CONFIG = DECOUPLED_SEGMENTOR + """
+train_dataloader = dict(batch_size={batch}, num_workers=0, persistent_workers=False,
                         dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False)
 test_dataloader = val_dataloader
@@ -69,9 +60,9 @@ test_dataloader = val_dataloader
 optim_wrapper = dict(_delete_=True, type='OptimWrapper', loss_scale=512.0,
                      optimizer=dict(type='SGD', lr=0.05, momentum=0.9))
 param_scheduler = []
-load_from = '{{init}}'
-train_cfg = dict(max_iters={{iters}}, val_interval=1000)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={{ckpt}}))
+load_from = '{init}'
+train_cfg = dict(max_iters={iters}, val_interval=1000)
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval={ckpt}))
 log_processor = dict(window_size=1)
 """ + PROBES
 
@@ -118,6 +109,23 @@ def seg_config(root, name: str, batch: int, iters: int = ITERS, ckpt: int = ITER
         model.init_weights()
         torch.save({'state_dict': model.state_dict(), 'meta': {}}, init)
     return f'{name}.py'
+
+
+def predict_with_1_and_2_processes(root, config: str, ckpt: str, name: str) -> None:
+    """``dist_test.sh`` of ``ckpt`` with 1 process and with 2, predictions to ``root/<name>1.pkl`` / ``2.pkl``."""
+    for nproc in (1, 2):
+        launch(
+            'dist_test.sh',
+            config,
+            ckpt,
+            str(nproc),
+            '--work-dir',
+            str(root / f'{name}{nproc}'),
+            '--out',
+            str(root / f'{name}{nproc}.pkl'),
+            nproc=nproc,
+            cwd=str(root),
+            env=gpu_env())
 
 
 def rank_losses(root, name: str) -> dict:
@@ -226,20 +234,7 @@ def test_segmentor_2x1_on_gpu_trains_as_1x2(toy, switches):
     if switches:
         return
     # testing: 2 processes predict what 1 process predicts, image by image
-    ckpt = str(toy / two / f'iter_{ITERS}.pth')
-    for nproc in (1, 2):
-        launch(
-            'dist_test.sh',
-            f'{two}.py',
-            ckpt,
-            str(nproc),
-            '--work-dir',
-            str(toy / f'seg_test{nproc}'),
-            '--out',
-            str(toy / f'seg_test{nproc}.pkl'),
-            nproc=nproc,
-            cwd=str(toy),
-            env=gpu_env())
+    predict_with_1_and_2_processes(toy, f'{two}.py', str(toy / two / f'iter_{ITERS}.pth'), 'seg_test')
     p1 = pickled_predictions(str(toy / 'seg_test1.pkl'), 'pred_sem_seg')
     p2 = pickled_predictions(str(toy / 'seg_test2.pkl'), 'pred_sem_seg')
     assert p1.keys() == p2.keys() and len(p1) == 4
@@ -326,20 +321,7 @@ def test_detector_two_processes_on_gpu_train_and_test_as_one(toy):
         assert sorted(losses) == [0, 1] and all(len(v) == 4 and all(map(math.isfinite, v)) for v in losses.values())
         assert sorted(p.name for p in (toy / name).iterdir() if p.suffix == '.pth') == ['iter_4.pth']
 
-    ckpt = str(toy / 'det_fast' / 'iter_4.pth')
-    for nproc in (1, 2):
-        launch(
-            'dist_test.sh',
-            'det_fast.py',
-            ckpt,
-            str(nproc),
-            '--work-dir',
-            str(toy / f'det_test{nproc}'),
-            '--out',
-            str(toy / f'det_test{nproc}.pkl'),
-            nproc=nproc,
-            cwd=str(toy),
-            env=gpu_env())
+    predict_with_1_and_2_processes(toy, 'det_fast.py', str(toy / 'det_fast' / 'iter_4.pth'), 'det_test')
     d1 = pickled_predictions(str(toy / 'det_test1.pkl'), 'pred_instances')
     d2 = pickled_predictions(str(toy / 'det_test2.pkl'), 'pred_instances')
     assert d1.keys() == d2.keys() and len(d1) == 4

@@ -16,7 +16,7 @@ import torch
 
 from mavit_mm.config.launch import shared_gpu
 from mavit_mm.toy_data import make_toy_dataset
-from helpers import ROOT, launch, pickled_predictions, train_log, worst_tensor
+from helpers import DECOUPLED_SEGMENTOR, ROOT, launch, pickled_predictions, train_log, worst_tensor
 
 ITERS = 3
 # fp32 rounding of a 2-way all-reduce vs one batch, over ITERS SGD steps, relative to each tensor's norm
@@ -25,16 +25,7 @@ ITERS = 3
 # moves weights by the order of lr x gradient, ~1e-3 and more
 WEIGHT_RTOL, WEIGHT_ATOL = 1e-5, 1e-6
 
-SEG_CONFIG = f"""
-_base_ = '{ROOT}/configs/toy/upernet_mavit-t_toy.py'
-gn = dict(type='GN', num_groups=8, requires_grad=True)
-model = dict(
-    backbone=dict(drop_path_rate=0.0, norm_eval=True),
-    decode_head=dict(norm_cfg=gn, dropout_ratio=0.0),
-    auxiliary_head=dict(norm_cfg=gn, dropout_ratio=0.0))
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=False),
-    dict(type='PackSegInputs')]
+SEG_CONFIG = DECOUPLED_SEGMENTOR + f"""
 train_dataloader = dict(batch_size={{batch}}, num_workers=0, persistent_workers=False,
                         dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False)

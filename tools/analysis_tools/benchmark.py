@@ -24,6 +24,7 @@ import json
 import os.path as osp
 from typing import Callable, Dict, List, Optional
 
+import torch
 from mmengine.config import DictAction
 
 from mavit_mm.analysis.bench import (PRECISIONS, TRAIN_SWITCHES, UsageError, backbone, memory, model, onnxrt,
@@ -61,13 +62,8 @@ def add_common(parser: argparse.ArgumentParser,
     parser.add_argument('--shape', type=positive_int, nargs=2, default=shape, metavar=('H', 'W'), help='input size')
     parser.add_argument('--warmup', type=non_negative_int, default=warmup, help='untimed steps first')
     parser.add_argument('--repeats', type=positive_int, default=repeats, help='timed steps (median reported)')
-    parser.add_argument('--device', default='cuda' if _cuda() else 'cpu')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', help='write every figure as json (atomically)')
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
 
 
 def add_switches(parser: argparse.ArgumentParser, default: List[str]) -> None:

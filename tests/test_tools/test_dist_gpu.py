@@ -16,6 +16,7 @@ with and without ``--fast-train`` (both ranks step, one checkpoint); the 2-proce
 process and mmdet normalises the losses per process, as on 8 GPUs.
 """
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -95,20 +96,48 @@ def gpu_env() -> dict:
 
 def seg_config(root, name: str, batch: int, iters: int = ITERS, ckpt: int = ITERS) -> str:
     """A copy of SEG_CONFIG named ``name``, with probes under ``root/probe_<name>``, starting from
-    ``root/init.pth`` (the first call writes it: the segmentor's weights from seed 0)."""
+    ``root/init.pth`` (the first call writes it: :func:`calibrated_init`)."""
     init = root / 'init.pth'
     text = SEG_CONFIG.replace('{batch}', str(batch)).replace('{init}', str(init)).replace('{iters}', str(iters))
     text = text.replace('{ckpt}', str(ckpt)).replace('{probe}', str(root / f'probe_{name}'))
     (root / f'{name}.py').write_text(text)
     if not init.exists():
-        from mmengine.config import Config
-
-        from mavit_mm.config.run_config import build_model
-        torch.manual_seed(0)
-        model = build_model(Config.fromfile(str(root / f'{name}.py')))
-        model.init_weights()
-        torch.save({'state_dict': model.state_dict(), 'meta': {}}, init)
+        calibrated_init(root, f'{name}.py', init)
     return f'{name}.py'
+
+
+def calibrated_init(root, config: str, out) -> None:
+    """Write the segmentor's weights from seed 0 to ``out``, with the backbone's BN statistics measured on
+    the toy training images.
+
+    The backbone's BN is frozen (``norm_eval``). At its initial statistics (mean 0, variance 1) it
+    normalises nothing, and the gradients reach ~2e4 (measured in float32). That overflows fp16 at any loss
+    scale, so GradScaler would skip every step. With measured statistics the largest gradient is below 1.
+    """
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+
+    from mavit_mm.config.run_config import build_model
+    cfg = Config.fromfile(str(root / config))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.init_weights()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches below
+            m.train()
+    cwd = os.getcwd()
+    os.chdir(root)  # the config's data_root is relative
+    try:
+        with DefaultScope.overwrite_default_scope('mmseg'), torch.no_grad():
+            loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
+            for data in itertools.islice(loader, 8):  # the sampler is infinite
+                model.extract_feat(model.data_preprocessor(data, True)['inputs'])
+    finally:
+        os.chdir(cwd)
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, out)
 
 
 def predict_with_1_and_2_processes(root, config: str, ckpt: str, name: str) -> None:
@@ -143,7 +172,7 @@ def update_error(start: dict, a: dict, b: dict) -> float:
     keys = [k for k in start if start[k].is_floating_point()]
     diff = sum(((b[k].double() - a[k].double())**2).sum() for k in keys)
     step = sum(((a[k].double() - start[k].double())**2).sum() for k in keys)
-    assert step > 0, 'the weights did not move'
+    assert step > 0, 'the weights did not move (under AMP: was every step skipped for inf gradients?)'
     return math.sqrt(diff / step)
 
 

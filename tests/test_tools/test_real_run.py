@@ -11,7 +11,8 @@ import pytest
 from mmengine.registry import DefaultScope
 
 from mavit_mm.analysis.bench import switch_args
-from mavit_mm.analysis.bench.real_run import per_image_times, steady_stats, train_options
+from mavit_mm.analysis.bench.real_run import (busy_share, parse_utilisation, per_image_times, steady_stats,
+                                              train_options)
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from helpers import ROOT
 
@@ -112,3 +113,34 @@ def test_per_image_times_read_every_logged_test_iteration():
     assert per_image_times(log) == pytest.approx([0.05, 0.10, 0.15, 0.20])
     assert np.isclose(sum(per_image_times(log)), 0.5)
     assert json.dumps(per_image_times('')) == '[]'
+
+
+def _train_log(loop: str, seconds: list) -> str:
+    """An mmengine run log (the work dir's file: dated lines) with iteration i logged ``seconds[i-1]`` s
+    after 10:00:00."""
+    n = len(seconds)
+    lines = ['2026/12/04 09:59:50 - mmengine - INFO - Checkpoints will be saved to /tmp/w.']
+    for i, s in enumerate(seconds, 1):
+        where = f'Iter(train) [{i:>3}/{n}]' if loop == 'iter' else f'Epoch(train)  [1][{i:>3}/{n}]'
+        lines.append(f'2026/12/04 10:00:{s:02d} - mmengine - INFO - {where}  lr: 1.0000e-04  time: 0.5000')
+    return '\n'.join(lines)
+
+
+@pytest.mark.parametrize('loop', ['iter', 'epoch'])
+def test_busy_share_averages_the_samples_of_the_steady_iterations(loop):
+    # nvidia-smi every 0.5 s: idle before 10:00:10 (start-up, warm-up) and after 10:00:30 (checkpoint),
+    # 80 % / 60 % in turn between
+    csv = ['timestamp, utilization.gpu [%]']
+    for k in range(80):
+        t = 5 + 0.5 * k
+        busy = 10 <= t <= 30
+        csv.append(f'2026/12/04 10:00:{int(t):02d}.{500 if t % 1 else 0:03d}, {(80 if k % 2 else 60) if busy else 0}')
+    csv.append('2026/12/04 10:00:45.000, [N/A]')
+    samples = parse_utilisation('\n'.join(csv) + '\n2026/12/04 10:0')  # a cut last line
+    assert len(samples) == 80
+    log = _train_log(loop, [2 * i for i in range(1, 16)])  # iteration i ends at 10:00:2i
+    assert busy_share(samples, log, warmup=5) == pytest.approx(0.7, abs=0.02)  # 10:00:10 to 10:00:30
+    assert busy_share(samples, log, warmup=1) < 0.7  # a window that takes in the idle warm-up reads lower
+    assert busy_share(samples, log, warmup=14) is None  # 2 s: too short to say
+    assert busy_share(samples, log, warmup=20) is None  # no such iteration
+    assert busy_share([], log, warmup=5) is None  # no nvidia-smi

@@ -11,6 +11,8 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
   ``data_time``;
 - ``cold_s``: what the first ``--warmup`` iterations took beyond as many steady ones (kernel compilation,
   per-size planning, allocator growth), and ``startup_s``: process start to the first iteration;
+- ``gpu_busy``: the share of the steady iterations' wall time in which a kernel ran on the GPU, from
+  ``nvidia-smi``'s utilisation sampled every 200 ms (absent without ``nvidia-smi``);
 - test: images/s over the images after the first 10, and the first 10 images' mean seconds.
 
 ``--triton-cache DIR``: the Triton kernel cache the runs share (default: a new empty folder, so that the
@@ -20,6 +22,8 @@ so that a run stopped by a time limit still shows how far it got; each finished 
 written to ``--out``) before the next run starts.
 """
 import argparse
+import contextlib
+import datetime
 import glob
 import json
 import os
@@ -30,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from ...utils.fileio import write_text_atomic
 from ..benchmarking import environment
@@ -41,6 +45,10 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
                    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
 _TEST_TIME = re.compile(r'Epoch\(test\)\s*\[\s*(\d+)/\d+\].*?\btime: ([0-9.]+)')
+# a logged training iteration: mmengine's time stamp, then Iter(train) [i/n] or Epoch(train) [e][i/n]
+_TRAIN_LINE = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - INFO - '
+                         r'(?:Iter\(train\)|Epoch\(train\)\s*\[\d+\])\s*\[\s*(\d+)/\d+\]', re.M)
+_STAMP = '%Y/%m/%d %H:%M:%S'
 
 
 def train_options(config: str, iters: int) -> List[str]:
@@ -77,6 +85,53 @@ def steady_stats(times: List[float], data_times: List[float], warmup: int) -> Di
         iters=len(steady))
 
 
+def parse_utilisation(text: str) -> List[Tuple[datetime.datetime, float]]:
+    """``(time, percent)`` samples from ``nvidia-smi --query-gpu=timestamp,utilization.gpu
+    --format=csv,noheader,nounits`` output (lines like ``2026/12/05 09:06:41.123, 87``)."""
+    samples = []
+    for line in text.splitlines():
+        stamp, _, value = line.rpartition(',')
+        try:
+            samples.append((datetime.datetime.strptime(stamp.strip(), _STAMP + '.%f'), float(value)))
+        except ValueError:  # a header, a cut last line, or '[N/A]'
+            continue
+    return samples
+
+
+def busy_share(samples: List[Tuple[datetime.datetime, float]], log_text: str, warmup: int) -> Optional[float]:
+    """Mean GPU utilisation (0-1) over the steady iterations: from the log line of iteration ``warmup`` to
+    the last one (mmengine stamps whole seconds, so the window is known to a second); ``None`` if that
+    window is shorter than 5 s or holds fewer than 5 samples."""
+    stamps = {int(i): datetime.datetime.strptime(t, _STAMP) for t, i in _TRAIN_LINE.findall(log_text)}
+    if warmup not in stamps:
+        return None
+    start, end = stamps[warmup], max(stamps.values())
+    inside = [v for t, v in samples if start <= t <= end]
+    if (end - start).total_seconds() < 5 or len(inside) < 5:
+        return None
+    return statistics.fmean(inside) / 100
+
+
+@contextlib.contextmanager
+def sample_utilisation(path: str) -> Iterator[None]:
+    """Samples the utilisation of the first visible GPU into ``path`` while the block runs (nothing where
+    ``nvidia-smi`` is missing)."""
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES', '0').split(',')[0].strip() or '0'
+    cmd = ['nvidia-smi', '-i', visible, '--query-gpu=timestamp,utilization.gpu', '--format=csv,noheader,nounits',
+           '-lms', '200']
+    with open(path, 'w') as f:
+        try:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL)
+        except OSError:
+            proc = None
+        try:
+            yield
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
+
+
 def per_image_times(log_text: str) -> List[float]:
     """Per-image ``time`` of a test run, from the text log (every iteration logged unsmoothed)."""
     return [float(t) for _, t in _TEST_TIME.findall(log_text)]
@@ -103,10 +158,16 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch_args(switch)]
         cmd += ['--no-validate']
         cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, args.iters)]
-        wall = _run(cmd, env, f'{log}_train.log')
+        with sample_utilisation(f'{log}_gpu.csv'):
+            wall = _run(cmd, env, f'{log}_train.log')
         steps = training_steps(scalars_files(work_dir)[-1])
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
+        run_log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)[-1]  # dated lines
+        with open(run_log) as f, open(f'{log}_gpu.csv') as g:
+            share = busy_share(parse_utilisation(g.read()), f.read(), args.warmup)
+        if share is not None:
+            row['gpu_busy'] = share
         row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
         row['train_wall_s'] = wall
         print(json.dumps(row), flush=True)
@@ -147,12 +208,14 @@ def run(args: argparse.Namespace) -> dict:
             if args.out:
                 result = dict(env=env_info, iters=args.iters, warmup=args.warmup, rows=rows)
                 write_text_atomic(json.dumps(result, indent=2, default=str) + '\n', args.out)
-    print('\n| config | command | median ms | p90 ms | data ms | cold s | startup s | test img/s | test first 10 s |')
-    print('|---|---|---|---|---|---|---|---|---|')
+    print('\n| config | command | median ms | p90 ms | data ms | GPU busy | cold s | startup s | test img/s | '
+          'test first 10 s |')
+    print('|---|---|---|---|---|---|---|---|---|---|')
     for r in rows:
         name = osp.splitext(osp.basename(str(r['config'])))[0]
         command = ' '.join(['--amp', *switch_args(str(r['switch']))])
+        busy = f'{100 * r["gpu_busy"]:.0f} %' if 'gpu_busy' in r else 'n/a'
         print(f'| {name} | `{command}` | {r["median_ms"]:.1f} | '
-              f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {r["cold_s"]:.1f} | {r["startup_s"]:.1f} | '
+              f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {busy} | {r["cold_s"]:.1f} | {r["startup_s"]:.1f} | '
               f'{r.get("test_images_per_s", float("nan")):.1f} | {r.get("test_first10_s", float("nan")):.2f} |')
     return dict(env=env_info, iters=args.iters, warmup=args.warmup, rows=rows)

@@ -11,8 +11,7 @@ import pytest
 from mmengine.registry import DefaultScope
 
 from mavit_mm.analysis.bench import switch_args
-from mavit_mm.analysis.bench.real_run import (busy_share, parse_utilisation, per_image_times, steady_stats,
-                                              train_options)
+from mavit_mm.analysis.bench.real_run import busy_share, parse_utilisation, per_image_times, steady_stats, train_options
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from helpers import ROOT
 

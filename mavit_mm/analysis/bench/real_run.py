@@ -46,8 +46,9 @@ DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
                    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
 _TEST_TIME = re.compile(r'Epoch\(test\)\s*\[\s*(\d+)/\d+\].*?\btime: ([0-9.]+)')
 # a logged training iteration: mmengine's time stamp, then Iter(train) [i/n] or Epoch(train) [e][i/n]
-_TRAIN_LINE = re.compile(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - INFO - '
-                         r'(?:Iter\(train\)|Epoch\(train\)\s*\[\d+\])\s*\[\s*(\d+)/\d+\]', re.M)
+_TRAIN_LINE = re.compile(
+    r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - INFO - '
+    r'(?:Iter\(train\)|Epoch\(train\)\s*\[\d+\])\s*\[\s*(\d+)/\d+\]', re.M)
 _STAMP = '%Y/%m/%d %H:%M:%S'
 
 
@@ -117,8 +118,10 @@ def sample_utilisation(path: str) -> Iterator[None]:
     """Samples the utilisation of the first visible GPU into ``path`` while the block runs (nothing where
     ``nvidia-smi`` is missing)."""
     visible = os.environ.get('CUDA_VISIBLE_DEVICES', '0').split(',')[0].strip() or '0'
-    cmd = ['nvidia-smi', '-i', visible, '--query-gpu=timestamp,utilization.gpu', '--format=csv,noheader,nounits',
-           '-lms', '200']
+    cmd = [
+        'nvidia-smi', '-i', visible, '--query-gpu=timestamp,utilization.gpu', '--format=csv,noheader,nounits', '-lms',
+        '200'
+    ]
     with open(path, 'w') as f:
         try:
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.DEVNULL)

@@ -117,26 +117,24 @@ def calibrated_init(root, config: str, out) -> None:
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
+    from torch.optim.swa_utils import update_bn
 
     from mavit_mm.config.run_config import build_model
     cfg = Config.fromfile(str(root / config))
     torch.manual_seed(0)
     model = build_model(cfg)
     model.init_weights()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # a plain average over the batches below
-            m.train()
     cwd = os.getcwd()
     os.chdir(root)  # the config's data_root is relative
     try:
-        with DefaultScope.overwrite_default_scope('mmseg'), torch.no_grad():
+        with DefaultScope.overwrite_default_scope('mmseg'):
             loader = Runner.build_dataloader(cfg.train_dataloader, seed=0)
-            for data in itertools.islice(loader, 8):  # the sampler is infinite
-                model.extract_feat(model.data_preprocessor(data, True)['inputs'])
+            images = [model.data_preprocessor(data, True)['inputs'] for data in itertools.islice(loader, 8)]
     finally:
         os.chdir(cwd)
+    model.backbone.norm_eval = False  # else the backbone's train() keeps BN in eval mode and nothing is measured
+    update_bn(images, model.backbone)  # torch's own: running statistics reset, then averaged over the batches
+    model.backbone.norm_eval = True
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, out)
 
 

@@ -153,6 +153,21 @@ def test_kernels_half_precision_inputs(dtype, scale):
     assert rel(out_k, out_r) < 1e-2 and rel(gx_k, gx_r) < 1e-2
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16], ids=['fp32', 'fp16', 'bf16'])
+def test_self_check_runs_in_the_callers_dtype(monkeypatch, dtype):
+    """The one-time self-check runs at the dtype and head width of the first call (so that it compiles
+    the variants the model uses), passes for the real kernels, and is remembered per dtype."""
+    monkeypatch.setattr(mala_op, '_KERNELS_OK', {})
+    calls = []
+    kernels = mala_triton.mala_attention_triton
+    monkeypatch.setattr(mala_triton, 'mala_attention_triton', lambda q, *a: calls.append(
+        (q.dtype, q.shape[-1])) or kernels(q, *a))
+    q, k, v = torch.randn(3, 1, 2, 42, 32, device=DEVICE).to(dtype)
+    assert mala_op.kernels_usable(q)
+    assert calls == [(dtype, 32)] and mala_op._KERNELS_OK == {(q.device, dtype): True}
+    assert mala_op.kernels_usable(q) and len(calls) == 1  # checked once
+
+
 def test_failed_self_check_falls_back_to_naive(monkeypatch):
     """Kernels that compute something else (or fail to compile) on a device are caught by a one-time
     self-check: a warning, and the op runs the naive form there."""

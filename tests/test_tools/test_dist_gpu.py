@@ -24,6 +24,7 @@ import re
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -138,21 +139,23 @@ def calibrated_init(root, config: str, out) -> None:
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, out)
 
 
+def launch_together(root, *runs: tuple) -> list:
+    """Launch every ``(script, nproc, *args)`` of ``runs`` at once in ``root`` (each on its own rendezvous
+    port) and wait for all; their outputs in order. Independent runs side by side keep the file's wall time
+    down: most of a toy run is process start-up."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        futures = [
+            pool.submit(launch, script, *map(str, args), nproc=nproc, cwd=str(root), env=gpu_env())
+            for script, nproc, *args in runs
+        ]
+        return [f.result() for f in futures]
+
+
 def predict_with_1_and_2_processes(root, config: str, ckpt: str, name: str) -> None:
     """``dist_test.sh`` of ``ckpt`` with 1 process and with 2, predictions to ``root/<name>1.pkl`` / ``2.pkl``."""
-    for nproc in (1, 2):
-        launch(
-            'dist_test.sh',
-            config,
-            ckpt,
-            str(nproc),
-            '--work-dir',
-            str(root / f'{name}{nproc}'),
-            '--out',
-            str(root / f'{name}{nproc}.pkl'),
-            nproc=nproc,
-            cwd=str(root),
-            env=gpu_env())
+    launch_together(
+        root, *[('dist_test.sh', nproc, config, ckpt, nproc, '--work-dir', root / f'{name}{nproc}', '--out',
+                 root / f'{name}{nproc}.pkl') for nproc in (1, 2)])
 
 
 def rank_losses(root, name: str) -> dict:
@@ -229,19 +232,9 @@ def kill_all(pids: list) -> None:
 def test_segmentor_2x1_on_gpu_trains_as_1x2(toy, switches):
     tag = '-'.join(s.strip('-') for s in switches) or 'plain'
     one, two = f'seg1x2_{tag}', f'seg2x1_{tag}'
-    for name, batch, nproc in ((one, 2, 1), (two, 1, 2)):
-        out = launch(
-            'dist_train.sh',
-            seg_config(toy, name, batch),
-            str(nproc),
-            '--work-dir',
-            str(toy / name),
-            '--no-validate',
-            '--amp',
-            *switches,
-            nproc=nproc,
-            cwd=str(toy),
-            env=gpu_env())
+    runs = [('dist_train.sh', nproc, seg_config(toy, name, batch), nproc, '--work-dir', toy / name, '--no-validate',
+             '--amp', *switches) for name, batch, nproc in ((one, 2, 1), (two, 1, 2))]
+    out = launch_together(toy, *runs)[1]
     log = train_log(toy / two)
     assert_shared_gpu_launch(out, log)
     if '--cuda-graphs' in switches:
@@ -272,18 +265,23 @@ def test_segmentor_2x1_on_gpu_trains_as_1x2(toy, switches):
 def test_sigkill_of_both_ranks_then_resume_ends_as_an_unbroken_run(toy):
     iters = 12
     straight = seg_config(toy, 'seg_straight', 1, iters=iters, ckpt=4)
-    launch(
-        'dist_train.sh',
-        straight,
-        '2',
-        '--work-dir',
-        str(toy / 'straight'),
-        '--no-validate',
-        '--amp',
-        nproc=2,
-        cwd=str(toy),
-        env=gpu_env())
+    # the unbroken run beside the one that is killed
+    with ThreadPoolExecutor(1) as pool:
+        unbroken = pool.submit(
+            launch_together, toy,
+            ('dist_train.sh', 2, straight, 2, '--work-dir', toy / 'straight', '--no-validate', '--amp'))
+        kill_midway_and_resume(toy, iters)
+        unbroken.result()
+    err = update_error(
+        state(toy / 'init.pth'), state(toy / 'straight' / f'iter_{iters}.pth'),
+        state(toy / 'killed' / f'iter_{iters}.pth'))
+    print(f'update difference between the resumed and the unbroken run {err:.2e}')
+    assert err < RESUME_RTOL
 
+
+def kill_midway_and_resume(toy, iters: int) -> None:
+    """Train ``iters`` iterations with 2 processes into ``toy/killed``, SIGKILL every process of the launch
+    midway, then ``--resume`` to the end."""
     config = seg_config(toy, 'seg_killed', 1, iters=iters, ckpt=4)
     # a slower loop, so that the kill lands midway whatever the GPU's speed
     with open(toy / config, 'a') as f:
@@ -314,10 +312,7 @@ def test_sigkill_of_both_ranks_then_resume_ends_as_an_unbroken_run(toy):
     out = launch(*('dist_train.sh', *args, '--resume'), nproc=2, cwd=str(toy), env=gpu_env())
     resumed = re.search(r'resumed epoch: \d+, iter: (\d+)', out.stdout + out.stderr + train_log_latest(work))
     assert resumed and int(resumed.group(1)) in (4, 8), 'the run did not resume from its checkpoint'
-    err = update_error(
-        state(toy / 'init.pth'), state(toy / 'straight' / f'iter_{iters}.pth'), state(work / f'iter_{iters}.pth'))
-    print(f'killed after iteration {killed_at}, resumed from {resumed.group(1)}: update difference {err:.2e}')
-    assert err < RESUME_RTOL
+    print(f'killed after iteration {killed_at}, resumed from {resumed.group(1)}')
 
 
 def train_log_latest(work_dir) -> str:
@@ -328,19 +323,11 @@ def train_log_latest(work_dir) -> str:
 def test_detector_two_processes_on_gpu_train_and_test_as_one(toy):
     (toy / 'det.py').write_text(DET_CONFIG.replace('{probe}', str(toy / 'probe_det')))
     (toy / 'det_fast.py').write_text(DET_CONFIG.replace('{probe}', str(toy / 'probe_det_fast')))
-    for name, switches in (('det', ()), ('det_fast', ('--fast-train', ))):
-        out = launch(
-            'dist_train.sh',
-            f'{name}.py',
-            '2',
-            '--work-dir',
-            str(toy / name),
-            '--no-validate',
-            '--amp',
-            *switches,
-            nproc=2,
-            cwd=str(toy),
-            env=gpu_env())
+    runs = (('det', ()), ('det_fast', ('--fast-train', )))
+    outs = launch_together(
+        toy, *[('dist_train.sh', 2, f'{name}.py', 2, '--work-dir', toy / name, '--no-validate', '--amp', *switches)
+               for name, switches in runs])
+    for (name, _), out in zip(runs, outs):
         log = train_log(toy / name)
         assert_shared_gpu_launch(out, log)
         assert 'SyncBN norm config' not in log  # SyncBN stays SyncBN on GPUs

@@ -9,10 +9,11 @@
     python tools/analysis_tools/benchmark.py runner --amp      # tools/train.py on the toy data: time vs data_time
     python tools/analysis_tools/benchmark.py real-run          # tools/train.py + test.py on COCO-sized data
     python tools/analysis_tools/benchmark.py shapes --plain-convs   # what a new input size costs (CUDA)
+    python tools/analysis_tools/benchmark.py cold-start     # a first step on an empty kernel cache (CUDA)
 
-Every subcommand but ``runner``, ``real-run`` and ``shapes`` takes --precision fp32|bf16|fp16, --batch-size,
---shape H W, --warmup, --repeats, --device and --out (json, written atomically); ``runner`` and ``real-run``
-run tools/train.py (and tools/test.py) and take --warmup and --out. All print the device and versions first
+Every subcommand but ``runner``, ``real-run``, ``shapes`` and ``cold-start`` takes --precision fp32|bf16|fp16,
+--batch-size, --shape H W, --warmup, --repeats, --device and --out (json, written atomically); ``runner`` and
+``real-run`` run tools/train.py (and tools/test.py) and take --warmup and --out. All print the device and versions first
 and report medians after warm-up (``benchmark.py SUBCOMMAND -h`` for the rest). Flags mean what they mean in
 tools/train.py / test.py: ``--cuda-graphs [eval|train|all]``, ``--fast-path off|auto`` (the backbone's
 argument), ``--switches`` entries spelled as tools/train.py's switches, ``--arch`` one or more of t s b l.
@@ -27,8 +28,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 from mmengine.config import DictAction
 
-from mavit_mm.analysis.bench import (PRECISIONS, TRAIN_SWITCHES, UsageError, backbone, memory, model, onnxrt,
-                                     parse_switch, real_run, runner, shapes, train_iter)
+from mavit_mm.analysis.bench import (PRECISIONS, TRAIN_SWITCHES, UsageError, backbone, cold_start, memory, model,
+                                     onnxrt, parse_switch, real_run, runner, shapes, train_iter)
 from mavit_mm.utils.cli_types import non_negative_int, positive_int
 from mavit_mm.utils.fileio import write_text_atomic
 
@@ -205,6 +206,12 @@ def real_run_args(parser: argparse.ArgumentParser) -> None:
     add_out(parser, after_every_run=True)
 
 
+def cold_start_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--arch', default='t', choices=ARCHS)
+    parser.add_argument('--shape', type=positive_int, nargs=2, default=(800, 1216), metavar=('H', 'W'))
+    add_out(parser)
+
+
 def shapes_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sizes', type=positive_int, default=10, help='new input sizes per row')
     parser.add_argument('--plain-convs', action='store_true', help="add MAViT-T with the blocks' convs on cuDNN")
@@ -222,6 +229,7 @@ SUBCOMMANDS: Dict[str, tuple] = {
     'runner': (runner, runner_args),
     'real-run': (real_run, real_run_args),
     'shapes': (shapes, shapes_args),
+    'cold-start': (cold_start, cold_start_args),
 }
 
 

@@ -7,7 +7,7 @@ buffer names equal the authors' release, so its checkpoints load without remappi
 """
 import contextlib
 import copy
-from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, FrozenSet, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 import torch.utils.checkpoint as cp
@@ -19,9 +19,11 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mavit_mm.ops.mala import kernels_can_run
+from mavit_mm.ops.warmup import warm_up
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
 from ..layers.rotary import RotaryEmbedding2d
+from ..layers.warmup import kernel_jobs
 from ..pretrained import load_pretrained_backbone
 
 DEFAULT_ATTN_TYPES = ('mala', 'mala', 'softmax', 'softmax')
@@ -311,6 +313,7 @@ class MAViT(BaseModule):
         """Switch between the fast path and plain PyTorch (see ``fast_path``); weights are shared."""
         self.fast_path = parse_fast_path(mode)
         fast = self.fast_path != 'off'
+        self._warmed: Set[tuple] = set()  # (device, dtype, grad) of the kernel warm-ups done
         for m in self.modules():
             if hasattr(m, 'use_kernels'):  # the attentions' MALA kernels
                 m.use_kernels = fast
@@ -429,6 +432,20 @@ class MAViT(BaseModule):
         return self
 
     # ------------------------------------------------------------------ forward
+    def _warm_up_kernels(self, x: Tensor) -> None:
+        """Before the first fast-path forward in a dtype (and with or without gradients): compile the
+        Triton kernels it launches in parallel worker processes (:mod:`mavit_mm.ops.warmup`) rather than
+        one after another inside the step."""
+        if not x.is_cuda or torch.compiler.is_compiling():
+            return
+        autocast = torch.is_autocast_enabled(x.device.type)
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype
+        key = (x.device, dtype, torch.is_grad_enabled())
+        if key in self._warmed or torch.cuda.is_current_stream_capturing():
+            return
+        self._warmed.add(key)
+        warm_up(kernel_jobs(self, dtype, key[2]), x.device)
+
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """``(B, in_channels, H, W)`` -> one ``(B, embed_dims[i], ceil(H / 2^(i+2)), ...)`` map
         per entry of ``out_indices`` (strides 4, 8, 16, 32)."""
@@ -442,6 +459,7 @@ class MAViT(BaseModule):
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs. The stem and the
         # downsamples stay NCHW: cuDNN plans their convolutions per input size, cheaply only in NCHW.
         if self.fast_path != 'off' and kernels_can_run(x):
+            self._warm_up_kernels(x)
             x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i, stage in enumerate(self.layers):

@@ -20,7 +20,8 @@ of 16, so the jobs use the model's own head counts and channel widths, and head 
 
 A finished warm-up leaves a marker file in the cache directory, named by a hash of the jobs, the kernel
 sources, the device and the Triton / torch versions, so that a later process with the same kernels
-skips the workers at once. Set ``MAVIT_KERNEL_WARMUP=0`` to turn the warm-up off; the kernels then compile
+skips the workers at once; processes that share the cache warm it up once (a lock file beside the
+marker). Set ``MAVIT_KERNEL_WARMUP=0`` to turn the warm-up off; the kernels then compile
 on first use, as Triton does by default. A worker that fails costs nothing but its time: the kernel is
 compiled on first use instead.
 """
@@ -29,6 +30,7 @@ import hashlib
 import json
 import os
 import os.path as osp
+import socket
 import subprocess
 import sys
 import time
@@ -83,8 +85,9 @@ def _marker(device: torch.device, jobs: Sequence[Job]) -> str:
 def warm_up(jobs: Sequence[Job], device: torch.device, timeout: float = TIMEOUT) -> bool:
     """Compile the kernels of ``jobs`` for ``device`` in parallel worker processes and wait for them.
 
-    In a launch of several processes per machine (``LOCAL_RANK`` set), local rank 0 runs the workers and
-    the other ranks wait for its result instead of compiling the same kernels again.
+    Processes that share the cache (the ranks of a launch, runs side by side) warm it up once: the first
+    takes a lock file beside the marker and runs the workers, the others wait for its marker instead of
+    compiling the same kernels again.
 
     Returns True when the kernels were compiled here or already were (a marker in the cache, or an
     earlier call of this process), False when the warm-up was off, not possible or failed (each failure
@@ -102,15 +105,19 @@ def warm_up(jobs: Sequence[Job], device: torch.device, timeout: float = TIMEOUT)
         marker = _marker(device, jobs)
         if osp.exists(marker):
             return True
-        if int(os.environ.get('LOCAL_RANK', '0')) > 0:
-            return _wait_for(marker, timeout)
-        start = time.time()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(marker + '.failed')
-        ok = _run_workers(jobs, device, timeout)
         os.makedirs(osp.dirname(marker), exist_ok=True)
-        with open(marker if ok else marker + '.failed', 'w') as f:
-            json.dump({'jobs': jobs, 'seconds': round(time.time() - start, 1)}, f)
+        lock = marker + '.lock'
+        if not _take(lock):
+            return _wait_for(marker, lock, timeout)
+        try:
+            start = time.time()
+            ok = _run_workers(jobs, device, timeout)
+            if ok:
+                with open(marker + '.tmp', 'w') as f:
+                    json.dump({'jobs': jobs, 'seconds': round(time.time() - start, 1)}, f)
+                os.replace(marker + '.tmp', marker)
+        finally:
+            os.remove(lock)
         return ok
     except Exception as e:  # never fail a run over its warm-up: the kernels compile on first use instead
         warnings.warn(
@@ -119,15 +126,51 @@ def warm_up(jobs: Sequence[Job], device: torch.device, timeout: float = TIMEOUT)
         return False
 
 
-def _wait_for(marker: str, timeout: float) -> bool:
-    """Wait until local rank 0 has written ``marker`` (True) or its failure file (False), at most ``timeout``."""
-    start = time.time()
-    while time.time() < start + timeout:
+def _take(lock: str) -> bool:
+    """Create ``lock`` (holding this host and pid) unless another process holds it; a lock left by a
+    process of this host that no longer runs is taken over."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _holder_alive(lock):
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
+            continue
+        with os.fdopen(fd, 'w') as f:
+            f.write(f'{socket.gethostname()} {os.getpid()}')
+        return True
+    return False
+
+
+def _holder_alive(lock: str) -> bool:
+    """Whether the process named in ``lock`` may still run (always, for another host's process)."""
+    try:
+        with open(lock) as f:
+            host, pid = f.read().split()
+    except (OSError, ValueError):
+        return True  # being written just now
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def _wait_for(marker: str, lock: str, timeout: float) -> bool:
+    """Wait for the process holding ``lock``: True once its ``marker`` exists, False when the lock goes
+    without one (its warm-up failed) or after ``timeout``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
         if osp.exists(marker):
             return True
-        with contextlib.suppress(OSError):
-            if osp.getmtime(marker + '.failed') >= start - 1:
-                return False
+        if not osp.exists(lock) or not _holder_alive(lock):
+            return osp.exists(marker)
         time.sleep(0.2)
     return False
 

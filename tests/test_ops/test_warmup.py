@@ -2,9 +2,11 @@
 launches, the workers' jobs, and on a GPU that a warmed-up cache leaves the model nothing to compile."""
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
@@ -47,14 +49,43 @@ def test_warm_up_is_off_on_request_and_without_jobs(monkeypatch):
 
 
 def test_a_failed_worker_warns_and_the_run_goes_on(monkeypatch, tmp_path):
-    """A job that cannot run (here: an unknown kind) costs a warning, never the run; the failure is
-    recorded so that the other local ranks stop waiting."""
+    """A job that cannot run (here: an unknown kind) costs a warning, never the run; no marker is left
+    (a later run tries again) and no lock (processes waiting for this one go on)."""
     monkeypatch.setattr(warmup, '_DONE', set())
     monkeypatch.setattr(warmup, 'enabled', lambda: True)
     monkeypatch.setattr(warmup, 'cache_dir', lambda: str(tmp_path))
     with pytest.warns(RuntimeWarning, match='did not finish'):
         assert warmup.warm_up([('nonsense', 3, 16, 'float32', 'forward')], torch.device('cpu')) is False
-    assert [p.name.endswith('.failed') for p in (tmp_path / 'mavit_mm_warmup').iterdir()] == [True]
+    assert list((tmp_path / 'mavit_mm_warmup').iterdir()) == []
+
+
+def test_processes_sharing_a_cache_warm_it_up_once(monkeypatch, tmp_path):
+    """A process that finds the lock of a running warm-up waits for its marker instead of starting
+    workers; a lock whose process has ended is taken over."""
+    monkeypatch.setattr(warmup, '_DONE', set())
+    monkeypatch.setattr(warmup, 'enabled', lambda: True)
+    monkeypatch.setattr(warmup, 'cache_dir', lambda: str(tmp_path))
+    jobs = [('depthwise', 3, 16, 'float32', 'forward')]
+    marker = warmup._marker(torch.device('cpu'), jobs)
+    os.makedirs(os.path.dirname(marker))
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        with open(marker + '.lock', 'w') as f:
+            f.write(f'{socket.gethostname()} {holder.pid}')
+        monkeypatch.setattr(warmup, '_run_workers', lambda *a: pytest.fail('a second warm-up started workers'))
+        finish = threading.Timer(0.5, lambda: open(marker, 'w').close())  # the holder's marker, a little later
+        finish.start()
+        assert warmup.warm_up(jobs, torch.device('cpu'))
+        finish.join()
+    finally:
+        holder.kill()
+        holder.wait()
+    os.remove(marker)
+    monkeypatch.setattr(warmup, '_DONE', set())
+    runs = []
+    monkeypatch.setattr(warmup, '_run_workers', lambda *a: runs.append(a) or True)
+    assert warmup.warm_up(jobs, torch.device('cpu'))  # the lock of the ended process is taken over
+    assert len(runs) == 1 and os.path.exists(marker) and not os.path.exists(marker + '.lock')
 
 
 @pytest.mark.skipif(not KERNELS, reason='Triton kernels need a CUDA GPU (or TRITON_INTERPRET=1 on CPU)')

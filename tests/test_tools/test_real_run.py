@@ -85,6 +85,14 @@ def test_train_options_shorten_the_config_s_own_loop():
     assert 'train_cfg.max_iters=50' in iter_based and 'default_hooks.checkpoint.interval=50' in iter_based
     for opts in (epoch_based, iter_based):
         assert 'model.backbone.init_cfg=None' in opts and 'log_processor.window_size=1' in opts
+        assert 'model.pretrained=None' not in opts
+
+
+def test_train_options_drop_mmseg_s_model_level_pretrained():
+    # mmseg's ResNet baselines name their ImageNet weights in model.pretrained, which the backbone turns
+    # into its init_cfg: a download on a machine without network
+    opts = train_options('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py', 50)
+    assert 'model.pretrained=None' in opts and 'model.backbone.init_cfg=None' in opts
 
 
 def test_switch_entries_become_train_py_flags():

@@ -55,10 +55,13 @@ _STAMP = '%Y/%m/%d %H:%M:%S'
 def train_options(config: str, iters: int) -> List[str]:
     """``--cfg-options`` of a short training run of ``config``'s own loop: ``iters`` iterations (an
     epoch-based loop: one epoch of the first ``2 * iters`` images), a checkpoint at the end, every
-    iteration logged unsmoothed, the backbone from scratch."""
+    iteration logged unsmoothed, the backbone from scratch (no download: neither its ``init_cfg`` nor the
+    model-level ``pretrained`` of mmseg's stock configs)."""
     from mavit_mm.config.run_config import load_config
     cfg = load_config(config)
     opts = ['model.backbone.init_cfg=None', 'default_hooks.logger.interval=1', 'log_processor.window_size=1']
+    if cfg.model.get('pretrained'):
+        opts.append('model.pretrained=None')
     if 'max_epochs' in cfg.train_cfg:
         batch = cfg.train_dataloader.batch_size
         return opts + [

@@ -9,8 +9,13 @@ training step (``docs/speed.md``). On channels-last CUDA maps:
   (:mod:`mavit_mm.ops.depthwise`), compiled once for all sizes.
 
 Both compute what ``F.conv2d`` computes (fp32 accumulation) and fall back to it elsewhere.
+
+The dense convolutions that stay on cuDNN (the stem's and the downsamples') run inside
+:func:`cudnn_without_benchmark`: with ``cudnn.benchmark`` on (mmseg's default runtime) cuDNN would time
+every algorithm for each new input size, which at ADE20K's test sizes costs more than the convolutions.
 """
-from typing import Optional
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,4 +34,17 @@ def pointwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     return F.conv2d(x, weight, bias)
 
 
-__all__ = ['depthwise_conv', 'pointwise_conv']
+@contextlib.contextmanager
+def cudnn_without_benchmark() -> Iterator[None]:
+    """Run the block with ``torch.backends.cudnn.benchmark`` off (cuDNN's heuristic choice of algorithm,
+    no timing run per new input size), then put the setting back. The same convolutions are computed;
+    only the algorithm cuDNN picks for them may differ, as between two benchmark runs."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+__all__ = ['cudnn_without_benchmark', 'depthwise_conv', 'pointwise_conv']

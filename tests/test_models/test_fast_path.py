@@ -121,3 +121,24 @@ def test_bf16_error_of_a_layout_change_on_cpu():
     print('bf16 vs fp32, channels-last  (4 outputs, input grad):', ' '.join(f'{e:.4f}' for e in errs_b))
     print('bf16 NCHW vs bf16 channels-last                      :', ' '.join(f'{e:.4f}' for e in between))
     assert all(b <= 1.5 * a + 1e-3 for a, b in zip(errs_a, errs_b))
+
+
+@needs_cuda
+@pytest.mark.parametrize('fast_path', ['auto', 'off'])
+def test_stem_and_downsample_convs_skip_cudnn_benchmarking_on_the_fast_path(fast_path):
+    # mmseg's runtime sets cudnn.benchmark, which times every algorithm per new input size
+    model = MAViT(arch='t', fast_path=fast_path).cuda().eval()
+    seen = []
+    convs = [model.patch_embed.proj[0]] + [m.reduction for m in model.modules() if hasattr(m, 'reduction')]
+    for conv in convs:
+        conv.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.benchmark))
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, 3, 96, 160, device='cuda'))
+        assert torch.backends.cudnn.benchmark is True  # the user's setting, back after the forward
+    finally:
+        torch.backends.cudnn.benchmark = saved
+    assert len(seen) == len(convs) == 4
+    assert seen == [fast_path == 'off'] * 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mavit_mm.ops.conv import depthwise_conv, pointwise_conv
+from mavit_mm.ops.conv import cudnn_without_benchmark, depthwise_conv, pointwise_conv
 from mavit_mm.ops.depthwise import kernels_take
 from mavit_mm.ops.mala import interpreting
 
@@ -119,3 +119,17 @@ def test_pointwise_conv_matches_conv2d(channels_last):
             torch.autograd.grad(y, (x, weight, bias), grad), torch.autograd.grad(ref, (x, weight, bias),
                                                                                  grad.double())):
         assert rel(got.double(), want.double()) < 1e-5
+
+
+@pytest.mark.parametrize('before', [True, False])
+def test_cudnn_without_benchmark_turns_it_off_inside_and_puts_it_back(before):
+    torch.backends.cudnn.benchmark = before
+    try:
+        with cudnn_without_benchmark():
+            assert torch.backends.cudnn.benchmark is False
+        assert torch.backends.cudnn.benchmark is before
+        with pytest.raises(RuntimeError, match='inside'), cudnn_without_benchmark():
+            raise RuntimeError('inside')
+        assert torch.backends.cudnn.benchmark is before  # also after an error
+    finally:
+        torch.backends.cudnn.benchmark = False

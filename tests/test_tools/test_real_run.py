@@ -112,11 +112,12 @@ def test_steady_stats_separate_the_cold_start():
         steady_stats(times[:3], [0.0] * 3, warmup=3)
 
 
-def test_per_image_times_read_every_logged_test_iteration():
+@pytest.mark.parametrize('loop', ['Epoch', 'Iter'])  # mmdet's epoch-based configs, mmseg's iteration-based ones
+def test_per_image_times_read_every_logged_test_iteration(loop):
     log = '\n'.join(
-        f'12/04 10:00:00 - mmengine - INFO - Epoch(test) [{i:>3}/40]    eta: 0:00:01  time: {0.05 * i:.4f}  '
+        f'12/04 10:00:00 - mmengine - INFO - {loop}(test) [{i:>3}/40]    eta: 0:00:01  time: {0.05 * i:.4f}  '
         f'data_time: 0.0020  memory: 300' for i in range(1, 5))
-    log += '\n12/04 10:00:01 - mmengine - INFO - Epoch(test) [40/40]    coco/bbox_mAP: 0.0000'
+    log += f'\n12/04 10:00:01 - mmengine - INFO - {loop}(test) [40/40]    coco/bbox_mAP: 0.0000'
     assert per_image_times(log) == pytest.approx([0.05, 0.10, 0.15, 0.20])
     assert np.isclose(sum(per_image_times(log)), 0.5)
     assert json.dumps(per_image_times('')) == '[]'

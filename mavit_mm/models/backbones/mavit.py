@@ -18,6 +18,7 @@ from mmengine.model.weight_init import trunc_normal_
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mavit_mm.ops.conv import cudnn_without_benchmark
 from mavit_mm.ops.mala import kernels_can_run
 from mavit_mm.ops.warmup import warm_up
 from mavit_mm.registry import MODELS
@@ -205,9 +206,10 @@ class MAViT(BaseModule):
         fast_path (str): ``'auto'``: on CUDA, MALA runs as fused Triton kernels
             (:mod:`mavit_mm.ops.mala`), feature maps stay channels-last and the blocks' 1x1 and
             depthwise convolutions skip cuDNN's per-input-size planning (:mod:`mavit_mm.ops.conv`:
-            GEMMs and Triton kernels that take any size); elsewhere, and with
-            ``'off'``, plain PyTorch. Both compute the same function (docs/speed.md). Defaults to
-            ``'auto'``.
+            GEMMs and Triton kernels that take any size), and the forward of the stem's and the
+            downsamples' convolutions skips cuDNN's benchmark timing per input size where
+            ``cudnn.benchmark`` is on; elsewhere, and with ``'off'``, plain PyTorch. Both compute
+            the same function (docs/speed.md). Defaults to ``'auto'``.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads a
             release ImageNet checkpoint (head ignored), a detection / segmentation checkpoint
             (keys under ``backbone.``) or a plain backbone state dict. Defaults to None.
@@ -454,6 +456,14 @@ class MAViT(BaseModule):
                              f'grayscale or multi-band images set backbone in_channels (and the data preprocessor\'s '
                              f'mean/std to as many values), or convert the images to {self.in_channels} channels '
                              f"(LoadImageFromFile color_type='color').")
+        if self.fast_path != 'off' and x.is_cuda and torch.backends.cudnn.benchmark:
+            # the stem's and the downsamples' convolutions on cuDNN without timing runs per input size
+            # (mmseg's runtime turns benchmarking on; its test images come in many sizes)
+            with cudnn_without_benchmark():
+                return self._forward(x)
+        return self._forward(x)
+
+    def _forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         x = self.patch_embed(x)
         # channels-last blocks on the fast path: LayerNorm2d's permutes become views, the attention's
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs. The stem and the

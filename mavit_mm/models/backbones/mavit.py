@@ -464,6 +464,7 @@ class MAViT(BaseModule):
         return self._forward(x)
 
     def _forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """The stem, the stages and the output norms: what :meth:`forward` computes."""
         x = self.patch_embed(x)
         # channels-last blocks on the fast path: LayerNorm2d's permutes become views, the attention's
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs. The stem and the

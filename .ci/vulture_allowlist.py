@@ -21,6 +21,7 @@ _._is_init            # mmengine BaseModule's initialised flag
 priority              # the hook's priority, read by Runner.register_hook
 _.before_run          # Hook API
 _.after_run           # Hook API
+_.after_train_iter    # Hook API
 _._get_value          # ParamScheduler API
 
 # fake (meta) implementations of the MALA custom ops, registered by decorator for torch.compile

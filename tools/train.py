@@ -2,7 +2,8 @@
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--fast-train]
                                  [--cuda-graphs MODE] [--auto-scale-lr]
-                                 [--data-root DIR] [--cfg-options k=v ...] [--launcher pytorch|slurm]
+                                 [--data-root DIR] [--profile N [--profile-start I]]
+                                 [--cfg-options k=v ...] [--launcher pytorch|slurm]
 """
 import argparse
 import os
@@ -23,6 +24,7 @@ from mmengine.runner import Runner
 
 from mavit_mm.config.dataset_checks import explain_dataset_errors
 from mavit_mm.config.run_config import run_splits, train_config
+from mavit_mm.utils.cli_types import positive_int
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,6 +53,18 @@ def parse_args() -> argparse.Namespace:
         help="scale the lr by (total batch size / the config's auto_scale_lr.base_batch_size)")
     parser.add_argument('--data-root', help='dataset root, replacing the config\'s (all splits)')
     parser.add_argument('--no-validate', action='store_true', help='skip validation during training')
+    parser.add_argument(
+        '--profile',
+        type=positive_int,
+        metavar='N',
+        help="profile N iterations (mmengine's ProfilerHook, CPU and CUDA): logs the ops with the most host time "
+        'and the time, kernel launches and GPU-busy time per part of the model; trace in the work dir')
+    parser.add_argument(
+        '--profile-start',
+        type=positive_int,
+        default=20,
+        metavar='I',
+        help='the first profiled iteration (default 20: after the first sizes, compilation and allocator growth)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='override config settings, e.g. model.backbone.arch=small')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')

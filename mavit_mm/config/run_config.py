@@ -18,6 +18,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..engine.fast_train import apply_fast_train
+from ..engine.profiling import add_profiling
 from ..utils.checkpoint_file import check_checkpoint_file
 from ..utils.config_walk import SPLITS, iter_datasets, used_types
 from .dataset_checks import check_annotations
@@ -270,6 +271,8 @@ def train_config(config: str,
                  auto_scale_lr: bool = False,
                  data_root: Optional[str] = None,
                  no_validate: bool = False,
+                 profile: Optional[int] = None,
+                 profile_start: int = 20,
                  cfg_options: Optional[dict] = None,
                  launcher: str = 'none') -> Config:
     """The config ``tools/train.py`` hands mmengine's Runner: ``config`` with the tool's switches applied (each
@@ -300,6 +303,8 @@ def train_config(config: str,
         check_checkpoint_file(cfg.load_from)
     if no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
+    if profile:
+        add_profiling(cfg, profile, profile_start)
     if not torch.cuda.is_available() and train_in_fp32(cfg):
         print_log(
             "no CUDA device: training in fp32 (mmengine's AmpOptimWrapper needs a GPU; the config asks "

@@ -2,9 +2,10 @@
 from .cuda_graphs import CUDAGraphHook, disable_cuda_graphs, enable_cuda_graphs
 from .fast_train import apply_fast_train
 from .optim_constructor import GroupedOptimWrapperConstructor
+from .profiling import PhaseRangesHook, add_profiling
 from .schedulers import EpochWarmupCosineLR
 
 __all__ = [
-    'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor', 'apply_fast_train', 'disable_cuda_graphs',
-    'enable_cuda_graphs'
+    'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor', 'PhaseRangesHook', 'add_profiling',
+    'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
 ]

@@ -151,4 +151,6 @@ def test_busy_share_averages_the_samples_of_the_steady_iterations(loop):
     assert busy_share(samples, log, warmup=1) < 0.7  # a window that takes in the idle warm-up reads lower
     assert busy_share(samples, log, warmup=14) is None  # 2 s: too short to say
     assert busy_share(samples, log, warmup=20) is None  # no such iteration
+    # ending at iteration 5 (10:00:10): the idle samples from 10:00:05 only, not the busy ones after
+    assert busy_share(samples, log, warmup=1, last=5) < 0.1 < busy_share(samples, log, warmup=1)
     assert busy_share([], log, warmup=5) is None  # no nvidia-smi

@@ -203,6 +203,12 @@ def real_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
     parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
     parser.add_argument('--logs', help="folder for the runs' output (default: a temporary one, removed)")
+    parser.add_argument(
+        '--profile',
+        type=non_negative_int,
+        default=0,
+        metavar='N',
+        help='after the timed iterations, profile N more (tools/train.py --profile): where the time goes per part')
     add_out(parser, after_every_run=True)
 
 

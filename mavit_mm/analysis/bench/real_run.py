@@ -15,6 +15,11 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
   ``nvidia-smi``'s utilisation sampled every 200 ms (absent without ``nvidia-smi``);
 - test: images/s over the images after the first 10, and the first 10 images' mean seconds.
 
+``--profile N``: after the ``--iters`` timed iterations, one more (the profiler's warm-up) and ``N`` profiled
+ones (``tools/train.py --profile``, left out of the figures above): per run, the host time and kernel
+launches per part of the model and the GPU-busy time per iteration (:mod:`mavit_mm.engine.profiling`), and
+torch's table of the ops with the most host time in the run's log.
+
 ``--triton-cache DIR``: the Triton kernel cache the runs share (default: a new empty folder, so that the
 first run of a model pays its compilation, as on a fresh machine, and later runs reuse it).
 ``--logs DIR``: where each run's output goes as it is printed (``NAME_SWITCH_train.log`` / ``_test.log``),
@@ -36,6 +41,7 @@ import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from ...engine.profiling import SUMMARY_NAME, format_summary
 from ...utils.fileio import write_text_atomic
 from ..benchmarking import environment
 from ..logs import scalars_files, training_steps
@@ -103,14 +109,17 @@ def parse_utilisation(text: str) -> List[Tuple[datetime.datetime, float]]:
     return samples
 
 
-def busy_share(samples: List[Tuple[datetime.datetime, float]], log_text: str, warmup: int) -> Optional[float]:
+def busy_share(samples: List[Tuple[datetime.datetime, float]],
+               log_text: str,
+               warmup: int,
+               last: Optional[int] = None) -> Optional[float]:
     """Mean GPU utilisation (0-1) over the steady iterations: from the log line of iteration ``warmup`` to
-    the last one (mmengine stamps whole seconds, so the window is known to a second); ``None`` if that
-    window is shorter than 5 s or holds fewer than 5 samples."""
+    that of ``last`` (default: the last logged; mmengine stamps whole seconds, so the window is known to a
+    second); ``None`` if that window is shorter than 5 s or holds fewer than 5 samples."""
     stamps = {int(i): datetime.datetime.strptime(t, _STAMP) for t, i in _TRAIN_LINE.findall(log_text)}
     if warmup not in stamps:
         return None
-    start, end = stamps[warmup], max(stamps.values())
+    start, end = stamps[warmup], stamps[last] if last in stamps else max(stamps.values())
     inside = [v for t, v in samples if start <= t <= end]
     if (end - start).total_seconds() < 5 or len(inside) < 5:
         return None
@@ -161,21 +170,30 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
     data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)
     log = osp.join(logs, f'{osp.splitext(osp.basename(config))[0]}_{switch.replace(",", "+").replace("=", "-")}')
+    profile = getattr(args, 'profile', 0)
     with tempfile.TemporaryDirectory() as work_dir:
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch_args(switch)]
         cmd += ['--no-validate']
-        cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, args.iters)]
+        if profile:
+            cmd += ['--profile', str(profile), '--profile-start', str(args.iters + 1)]
+        total = args.iters + (1 + profile if profile else 0)
+        cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, total)]
         with sample_utilisation(f'{log}_gpu.csv'):
             wall = _run(cmd, env, f'{log}_train.log')
         steps = training_steps(scalars_files(work_dir)[-1])
+        if profile:
+            with open(osp.join(work_dir, SUMMARY_NAME)) as f:
+                row['profile'] = json.load(f)
+        steps = steps[:args.iters]  # the profiled ones run slower
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
         run_log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)[-1]  # dated lines
         with open(run_log) as f, open(f'{log}_gpu.csv') as g:
-            share = busy_share(parse_utilisation(g.read()), f.read(), args.warmup)
+            share = busy_share(parse_utilisation(g.read()), f.read(), args.warmup, args.iters)
         if share is not None:
             row['gpu_busy'] = share
-        row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
+        if not profile:  # the trace's export and summary would count as start-up
+            row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
         row['train_wall_s'] = wall
         print(json.dumps(row), flush=True)
         if args.test_images:
@@ -222,7 +240,12 @@ def run(args: argparse.Namespace) -> dict:
         name = osp.splitext(osp.basename(str(r['config'])))[0]
         command = ' '.join(['--amp', *switch_args(str(r['switch']))])
         busy = f'{100 * r["gpu_busy"]:.0f} %' if 'gpu_busy' in r else 'n/a'
+        startup = r.get('startup_s', float('nan'))
         print(f'| {name} | `{command}` | {r["median_ms"]:.1f} | '
-              f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {busy} | {r["cold_s"]:.1f} | {r["startup_s"]:.1f} | '
+              f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {busy} | {r["cold_s"]:.1f} | {startup:.1f} | '
               f'{r.get("test_images_per_s", float("nan")):.1f} | {r.get("test_first10_s", float("nan")):.2f} |')
+    for r in rows:
+        if 'profile' in r:
+            command = ' '.join(['--amp', *switch_args(str(r['switch']))])
+            print(f'\n{osp.splitext(osp.basename(str(r["config"])))[0]} `{command}`: {format_summary(r["profile"])}')
     return dict(env=env_info, iters=args.iters, warmup=args.warmup, rows=rows)

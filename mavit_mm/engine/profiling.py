@@ -123,11 +123,13 @@ def summarise_trace(trace: dict) -> dict:
     def span(e: dict) -> Interval:
         return float(e['ts']), float(e['ts']) + float(e['dur'])
 
-    steps = sorted(span(e) for e in events if str(e.get('name', '')).startswith('ProfilerStep#'))
+    # the host's ranges: Kineto repeats each one on the GPU's timeline as a 'gpu_user_annotation'
+    ranges = [e for e in events if e.get('cat') == 'user_annotation']
+    steps = sorted(span(e) for e in ranges if str(e.get('name', '')).startswith('ProfilerStep#'))
     if not steps:
         raise ValueError('the trace has no ProfilerStep ranges: was the profiler stepped once per iteration?')
     phases: Dict[str, List[Interval]] = {}
-    for e in events:
+    for e in ranges:
         if str(e['name']).startswith(PHASE_PREFIX):
             phases.setdefault(e['name'][len(PHASE_PREFIX):], []).append(span(e))
     gpu = [span(e) for e in events if e.get('cat') in _GPU_CATEGORIES]

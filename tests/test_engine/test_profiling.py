@@ -38,6 +38,9 @@ def test_summary_of_a_hand_made_trace():
         _x('cudaLaunchKernel', 250, 1, cat='cuda_runtime'),  # after the profiled steps
         _x('cudaMemcpyAsync', 60, 1, cat='cuda_runtime'),  # not a launch
         dict(ph='i', name='phase::backbone', ts=70),  # an instant: no duration
+        # the GPU timeline's copies of the host's ranges (Kineto, with CUDA activity): not iterations or parts
+        _x('ProfilerStep#1', 3, 150, cat='gpu_user_annotation'),
+        _x('phase::backbone', 12, 60, cat='gpu_user_annotation'),
     ])
     s = summarise_trace(trace)
     assert s['iterations'] == 2

@@ -1,10 +1,17 @@
 """Softmax attention on rotary-encoded queries and keys (the release's flag ``'v'``)."""
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mavit_mm.ops.rotary import apply_rotary
 from mavit_mm.registry import MODELS
 from .attention_base import ConvAttentionBase
+
+# SDPA's backends but cuDNN's. cuDNN's attention builds an execution graph for each new sequence length:
+# at detection's changing input sizes that cost about 10 ms of host time per forward call and 5 ms per
+# backward call (an H100, torch 2.11, cuDNN 9), eight blocks of MAViT-T each iteration. The flash and
+# memory-efficient kernels take any length as an argument; the math one is the fallback where neither applies.
+SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
 def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor, scale: float) -> Tensor:
@@ -23,7 +30,8 @@ def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Te
     # The flash and memory-efficient kernels need a unit stride on head_dim; v arrives as a transposed
     # view of the conv output, and without the copy SDPA falls back to the math kernel, which forms
     # the N x N matrix (37 GB at a 1024^2 image's stage-1 size; measured on an H100).
-    return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
+    with sdpa_kernel(list(SDPA_BACKENDS)):
+        return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
 
 
 @MODELS.register_module()

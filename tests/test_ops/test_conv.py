@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mavit_mm.ops.conv import cudnn_without_benchmark, depthwise_conv, pointwise_conv
+from mavit_mm.ops.conv import (conv2d_in_size_buckets, cudnn_without_benchmark, depthwise_conv, pointwise_conv,
+                               size_bucket)
 from mavit_mm.ops.depthwise import kernels_take
 from mavit_mm.ops.mala import interpreting
 
@@ -133,3 +134,33 @@ def test_cudnn_without_benchmark_turns_it_off_inside_and_puts_it_back(before):
         assert torch.backends.cudnn.benchmark is before  # also after an error
     finally:
         torch.backends.cudnn.benchmark = False
+
+
+def test_size_buckets_are_four_per_octave_and_less_than_a_quarter_larger():
+    sizes = (1, 8, 9, 200, 512, 513, 800, 1333, 1344, 2048)
+    assert [size_bucket(n) for n in sizes] == [8, 8, 16, 224, 512, 640, 896, 1536, 1536, 2048]
+    sizes = [size_bucket(n) for n in range(1, 4097)]
+    assert all(0 <= b - n < max(8, n / 4) for n, b in zip(range(1, 4097), sizes))
+    assert len(set(b for b in sizes if 1024 < b <= 2048)) == 4  # 1280, 1536, 1792, 2048
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('hw', [(29, 40), (33, 57), (65, 64), (7, 9)])
+def test_conv_in_size_buckets_matches_conv2d_with_gradients(stride, hw):
+    """Padding to the bucket and cropping computes the convolution itself, forward and every gradient."""
+    g = torch.Generator().manual_seed(stride * 100 + hw[0])
+    x = torch.randn(2, 5, *hw, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 5, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, generator=g, dtype=torch.float64, requires_grad=True)
+    grads = []
+    plain = lambda: F.conv2d(x, w, b, stride, 1)  # noqa: E731
+    buckets = lambda: conv2d_in_size_buckets(x, w, b, (stride, stride), (1, 1))  # noqa: E731
+    for fn in (plain, buckets):
+        y = fn()
+        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+        grads.append((y, *torch.autograd.grad(y, (x, w, b), gy)))
+    assert size_bucket(hw[0]) != hw[0] or size_bucket(hw[1]) != hw[1]  # the padded form ran
+    assert grads[1][0].is_contiguous()
+    for ref, got in zip(*grads):
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)

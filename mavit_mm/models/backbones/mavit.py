@@ -23,6 +23,7 @@ from mavit_mm.ops.mala import kernels_can_run
 from mavit_mm.ops.warmup import warm_up
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
+from ..layers.conv import dense
 from ..layers.rotary import RotaryEmbedding2d
 from ..layers.warmup import kernel_jobs
 from ..pretrained import load_pretrained_backbone
@@ -90,18 +91,24 @@ class ConvStem(nn.Module):
             if i < 3:
                 layers.append(nn.GELU())
         self.proj = nn.Sequential(*layers)
+        self.fast_convs = False  # set by the backbone's fast_path (mavit_mm.models.layers.conv.dense)
+
+    def _stem(self, x: Tensor) -> Tensor:
+        for layer in self.proj:
+            x = dense(layer, x, self.fast_convs) if isinstance(layer, nn.Conv2d) else layer(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         if self.recompute and torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad
                                                                                   for p in self.parameters())):
             # keep only the image; the stride-2 and stride-4 maps are rebuilt in the backward
             return cp.checkpoint(
-                self.proj,
+                self._stem,
                 x,
                 use_reentrant=False,
                 preserve_rng_state=False,
                 context_fn=lambda: (contextlib.nullcontext(), _batch_norms_keep_running_stats(self.proj)))
-        return self.proj(x)
+        return self._stem(x)
 
 
 class Downsample(nn.Module):
@@ -111,13 +118,15 @@ class Downsample(nn.Module):
         super().__init__()
         self.reduction = nn.Conv2d(in_channels, out_channels, 3, 2, 1)
         self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+        self.fast_convs = False  # set by the backbone's fast_path (mavit_mm.models.layers.conv.dense)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # the fast path's channels-last maps: convolution and norm in NCHW, where cuDNN's plan for a
             # new input size is cheap (channels-last ones cost far more per size; docs/speed.md)
-            return self.norm(self.reduction(x.contiguous())).contiguous(memory_format=torch.channels_last)
-        return self.norm(self.reduction(x))
+            x = self.norm(dense(self.reduction, x.contiguous(), self.fast_convs))
+            return x.contiguous(memory_format=torch.channels_last)
+        return self.norm(dense(self.reduction, x, self.fast_convs))
 
 
 class MAViTStage(nn.Module):
@@ -319,7 +328,7 @@ class MAViT(BaseModule):
         for m in self.modules():
             if hasattr(m, 'use_kernels'):  # the attentions' MALA kernels
                 m.use_kernels = fast
-            if hasattr(m, 'fast_convs'):  # the blocks', attentions' and FFNs' convolutions
+            if hasattr(m, 'fast_convs'):  # the stem's, downsamples', blocks', attentions' and FFNs' convolutions
                 m.fast_convs = fast
         return self
 

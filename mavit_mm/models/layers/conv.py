@@ -1,14 +1,16 @@
-"""The MAViT block's convolutions, through the fast path's kernels where they apply.
+"""MAViT's convolutions, through the fast path's kernels where they apply.
 
 The layers keep plain ``nn.Conv2d`` modules (the release's checkpoint keys; FLOPs counters that hook
-``nn.Conv2d`` count them) and call them through :func:`pointwise` / :func:`depthwise`: with ``fast``
-(the backbone's ``fast_path``) a channels-last CUDA map goes to :mod:`mavit_mm.ops.conv`, which needs
-no cuDNN plan per input size; anything else to the module itself.
+``nn.Conv2d`` count them) and call them through :func:`pointwise` / :func:`depthwise` (the blocks') and
+:func:`dense` (the stem's and the downsamples'): with ``fast`` (the backbone's ``fast_path``) a CUDA map goes
+to :mod:`mavit_mm.ops.conv`, which needs no cuDNN plan per input size (1x1, depthwise) or far fewer (dense);
+anything else to the module itself.
 """
 from torch import Tensor, nn
 
-from mavit_mm.ops.conv import depthwise_conv, pointwise_conv
+from mavit_mm.ops.conv import conv2d_in_size_buckets, depthwise_conv, pointwise_conv
 from mavit_mm.ops.depthwise import kernels_take
+from mavit_mm.ops.mala import kernels_can_run
 
 
 def pointwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
@@ -22,4 +24,13 @@ def depthwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
     """A depthwise stride-1 'same' ``conv`` of ``x`` ``(B, C, H, W)``: Triton kernels on the fast path."""
     if fast and kernels_take(x, conv.weight):
         return depthwise_conv(x, conv.weight, conv.bias)
+    return conv(x)
+
+
+def dense(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
+    """A dense ``conv`` (the stem's, the downsamples') of ``x`` ``(B, C_in, H, W)``: on the fast path, where its
+    kernels run (CUDA; the CPU under Triton's interpreter, for tests), in size buckets
+    (:func:`mavit_mm.ops.conv.conv2d_in_size_buckets`: the same values, fewer cuDNN plans)."""
+    if fast and kernels_can_run(x) and conv.padding_mode == 'zeros' and conv.groups == 1 and conv.dilation == (1, 1):
+        return conv2d_in_size_buckets(x, conv.weight, conv.bias, conv.stride, conv.padding)
     return conv(x)

@@ -9,7 +9,8 @@ model's parts marked and the trace summarised per part.
 - :class:`PhaseRangesHook`, which marks each direct child of the model (``data_preprocessor``,
   ``backbone``, ``neck``, the heads: their ``forward``, ``loss``, ``loss_and_predict`` and ``predict``) and
   the optimizer wrapper's ``backward`` and ``step`` as profiler ranges ``phase::NAME``, and once the trace is
-  written logs :func:`summarise_trace`'s table and saves it as ``profile_phases.json``.
+  written logs :func:`summarise_trace`'s table and saves it as ``profile_phases.json`` (the other processes
+of a launch: ``profile_trace_rank{r}.json`` and ``profile_phases_rank{r}.json``).
 
 The summary per profiled iteration: wall time, the host time inside each part (the backward is the main
 thread's wait for autograd, which runs the backward ops and launches their kernels), the kernel launches
@@ -18,6 +19,7 @@ the iteration: fetching the next batch, the hooks, logging.
 """
 import functools
 import json
+import os
 import os.path as osp
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -41,12 +43,19 @@ _GPU_CATEGORIES = ('kernel', 'gpu_memcpy', 'gpu_memset')
 Interval = Tuple[float, float]
 
 
+def _rank_name(name: str, rank: int) -> str:
+    """``name`` for process ``rank`` of a launch: rank 0 keeps it, rank r gets ``_rank{r}`` before the suffix."""
+    return name if rank == 0 else name.replace('.json', f'_rank{rank}.json')
+
+
 def add_profiling(cfg: Config, iters: int, start: int) -> None:
     """Profile training iterations ``[start, start + iters)`` of ``cfg`` (a prepared run config with its
-    ``work_dir``): mmengine's ``ProfilerHook`` plus :class:`PhaseRangesHook` in ``cfg.custom_hooks``."""
+    ``work_dir``): mmengine's ``ProfilerHook`` plus :class:`PhaseRangesHook` in ``cfg.custom_hooks``. Each
+    process of a launch (``RANK``) writes its own trace and summary."""
     if iters < 1 or start < 1:
         raise ValueError(f'profiling needs at least one iteration after the first, got {iters} from {start}')
-    trace = osp.join(cfg.work_dir, TRACE_NAME)
+    rank = int(os.environ.get('RANK', 0))
+    trace = osp.join(cfg.work_dir, _rank_name(TRACE_NAME, rank))
     profiler = dict(
         type='ProfilerHook',
         by_epoch=False,
@@ -57,7 +66,8 @@ def add_profiling(cfg: Config, iters: int, start: int) -> None:
         schedule=dict(wait=start - 1, warmup=1, active=iters, repeat=1),
         on_trace_ready=dict(type='log_trace', sort_by='self_cpu_time_total', row_limit=25),
         json_trace_path=trace)
-    cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [profiler, dict(type='PhaseRangesHook')]
+    ranges = dict(type='PhaseRangesHook', trace=trace, summary=osp.join(cfg.work_dir, _rank_name(SUMMARY_NAME, rank)))
+    cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + [profiler, ranges]
 
 
 def _wrap(fn: Callable, name: str) -> Callable:
@@ -171,13 +181,20 @@ def format_summary(summary: dict) -> str:
 @HOOKS.register_module()
 class PhaseRangesHook(Hook):
     """Marks the model's parts and the optimizer's backward / step as profiler ranges (:func:`mark_phases`)
-    and, once mmengine's ``ProfilerHook`` has written its trace (``work_dir/profile_trace.json``), logs the
-    per-part summary (:func:`summarise_trace`) and writes it to ``work_dir/profile_phases.json``.
+    and, once mmengine's ``ProfilerHook`` has written its trace, logs the per-part summary
+    (:func:`summarise_trace`) and writes it as JSON.
 
-    Added with ``ProfilerHook`` by :func:`add_profiling` (``tools/train.py --profile N``)."""
+    Added with ``ProfilerHook`` by :func:`add_profiling` (``tools/train.py --profile N``).
+
+    Args:
+        trace (str): The ``json_trace_path`` of the ``ProfilerHook``. Defaults to
+            ``work_dir/profile_trace.json``.
+        summary (str): Where the summary goes. Defaults to ``work_dir/profile_phases.json``.
+    """
     priority = 'LOWEST'  # after ProfilerHook, which writes the trace in its after_train_iter
 
-    def __init__(self) -> None:
+    def __init__(self, trace: Optional[str] = None, summary: Optional[str] = None) -> None:
+        self.trace, self.summary = trace, summary
         self._done = False
         self._started = 0.0
 
@@ -188,12 +205,13 @@ class PhaseRangesHook(Hook):
         runner.logger.info(f'profiler ranges: {", ".join(PHASE_PREFIX + n for n in names)}')
 
     def after_train_iter(self, runner, **kwargs) -> None:
-        trace = osp.join(runner.work_dir, TRACE_NAME)
+        trace = self.trace or osp.join(runner.work_dir, TRACE_NAME)
         if self._done or not osp.isfile(trace) or osp.getmtime(trace) < self._started:
             return
         self._done = True
         with open(trace) as f:
             summary = summarise_trace(json.load(f))
         print_log('where the profiled iterations went:\n' + format_summary(summary), logger='current')
-        mkdir_or_exist(runner.work_dir)
-        write_text_atomic(json.dumps(summary, indent=2) + '\n', osp.join(runner.work_dir, SUMMARY_NAME))
+        path = self.summary or osp.join(runner.work_dir, SUMMARY_NAME)
+        mkdir_or_exist(osp.dirname(osp.abspath(path)))
+        write_text_atomic(json.dumps(summary, indent=2) + '\n', path)

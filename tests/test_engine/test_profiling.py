@@ -107,3 +107,16 @@ def test_profiled_training_run_summarises_each_part_and_changes_nothing(tmp_path
 def test_profiling_needs_an_iteration_before_it():
     with pytest.raises(ValueError, match='at least one iteration'):
         add_profiling(Config(dict(work_dir='w')), iters=3, start=0)
+
+
+def test_each_process_of_a_launch_profiles_into_its_own_files(monkeypatch):
+    files = {}
+    for rank in ('0', '3'):
+        monkeypatch.setenv('RANK', rank)
+        cfg = Config(dict(work_dir='w'))
+        add_profiling(cfg, iters=2, start=5)
+        profiler, ranges = cfg.custom_hooks
+        assert ranges['trace'] == profiler['json_trace_path']
+        files[rank] = (profiler['json_trace_path'], ranges['summary'])
+    assert files['0'] == (osp.join('w', TRACE_NAME), osp.join('w', SUMMARY_NAME))
+    assert files['3'] == (osp.join('w', 'profile_trace_rank3.json'), osp.join('w', 'profile_phases_rank3.json'))

@@ -125,20 +125,31 @@ def test_bf16_error_of_a_layout_change_on_cpu():
 
 @needs_cuda
 @pytest.mark.parametrize('fast_path', ['auto', 'off'])
-def test_stem_and_downsample_convs_skip_cudnn_benchmarking_on_the_fast_path(fast_path):
+def test_stem_and_downsample_convs_skip_cudnn_benchmarking_on_the_fast_path(fast_path, monkeypatch):
     # mmseg's runtime sets cudnn.benchmark, which times every algorithm per new input size
     model = MAViT(arch='t', fast_path=fast_path).cuda().eval()
-    seen = []
-    convs = [model.patch_embed.proj[0]] + [m.reduction for m in model.modules() if hasattr(m, 'reduction')]
-    for conv in convs:
-        conv.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.benchmark))
+    # the stem's four and the downsamples' three dense 3x3 convolutions (the blocks' 3x3 ones are depthwise)
+    dense = {
+        id(m.weight)
+        for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1 and m.kernel_size == (3, 3)
+    }
+    seen, conv2d = [], torch.nn.functional.conv2d
+
+    def spy(x, weight, *args, **kwargs):  # F.conv2d, whether the module or the size buckets call it
+        if id(weight) in dense:
+            seen.append((torch.backends.cudnn.benchmark, tuple(x.shape[-2:])))
+        return conv2d(x, weight, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, 'conv2d', spy)
     saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
         with torch.no_grad():
-            model(torch.rand(1, 3, 96, 160, device='cuda'))
+            model(torch.rand(1, 3, 100, 150, device='cuda'))
         assert torch.backends.cudnn.benchmark is True  # the user's setting, back after the forward
     finally:
         torch.backends.cudnn.benchmark = saved
-    assert len(seen) == len(convs) == 4
-    assert seen == [fast_path == 'off'] * 4
+    assert len(dense) == 7
+    assert [benchmark for benchmark, _ in seen] == [fast_path == 'off'] * 7
+    # the fast path hands cuDNN bucketed sizes: 100 x 150 -> 112 x 160; the plain path the sizes themselves
+    assert seen[0][1] == ((112, 160) if fast_path == 'auto' else (100, 150))

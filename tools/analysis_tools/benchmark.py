@@ -202,7 +202,7 @@ def real_run_args(parser: argparse.ArgumentParser) -> None:
     add_switches(parser, ['none'])  # each beside --amp; none: the README command
     parser.add_argument('--test-images', type=non_negative_int, default=60, help='images tested (0: no test run)')
     parser.add_argument('--triton-cache', help='TRITON_CACHE_DIR of the runs (default: a new empty folder)')
-    parser.add_argument('--logs', help="folder for the runs' output (default: a temporary one, removed)")
+    parser.add_argument('--logs', help="folder for the runs' output (default: a new temporary one, printed)")
     parser.add_argument(
         '--profile',
         type=non_negative_int,

@@ -225,6 +225,7 @@ def run(args: argparse.Namespace) -> dict:
     print(f'# Triton cache: {cache}', flush=True)
     logs = args.logs or tempfile.mkdtemp(prefix='real-run-logs-')
     os.makedirs(logs, exist_ok=True)
+    print(f"# the runs' logs: {logs}", flush=True)
     rows: List[dict] = []
     for config in args.configs:
         for switch in args.switches:

@@ -49,5 +49,7 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(interval=max_iters))
 randomness = dict(seed=0)
 
-# plain training: the side the --fast-train parity tests compare with (tools/train.py --fast-train for the rest)
+# plain training: the side the --fast-train parity tests compare with (tools/train.py --fast-train for the rest),
+# without the full-size config's size buckets and CUDA graphs
 fast_train = False
+custom_hooks = []

@@ -35,3 +35,11 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 # tools/train.py applies the host-side speed-ups that keep the numerics: merged param groups with a fused
 # optimizer, pinned memory, persistent workers (docs/speed.md)
 fast_train = True
+
+# The neck's and heads' convolutions in size buckets (test images of many sizes: a few cuDNN plans, not one
+# per image), and on one GPU the backbone's training step replayed from CUDA graphs (fixed 512x512 crops; the
+# same values and DropPath draws; with SyncBN, i.e. on several GPUs, it runs eagerly). docs/speed.md
+custom_hooks = [
+    dict(type='ConvSizeBucketsHook'),
+    dict(type='CUDAGraphHook', module='backbone', mode='train'),
+]

@@ -1,4 +1,5 @@
 """Training-loop parts for mmengine's Runner that the stack lacks (registered in mmengine's root registries)."""
+from .conv_buckets import ConvSizeBucketsHook
 from .cuda_graphs import CUDAGraphHook, disable_cuda_graphs, enable_cuda_graphs
 from .fast_train import apply_fast_train
 from .optim_constructor import GroupedOptimWrapperConstructor
@@ -6,6 +7,6 @@ from .profiling import PhaseRangesHook, add_profiling
 from .schedulers import EpochWarmupCosineLR
 
 __all__ = [
-    'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor', 'PhaseRangesHook', 'add_profiling',
-    'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
+    'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor',
+    'PhaseRangesHook', 'add_profiling', 'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
 ]

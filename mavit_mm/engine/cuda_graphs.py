@@ -14,10 +14,12 @@ MAViT-specific: any module whose forward takes one tensor and returns a tensor o
   and keeps its graph (the least recently used of ``max_graphs`` is dropped).
 - ``mode='train'`` (:class:`TrainGraphs`): the forward and its backward as two graphs per input shape,
   replayed by one autograd function, once a shape is seen a second time. Gradients reach ``.grad`` as
-  usual, BN running statistics and DropPath draw anew on every replay. What it needs: the input shapes
-  repeat (fixed-size crops); no SyncBN (collectives are not captured) and no recomputation that re-seeds
-  random ops in the backward (MAViT's ``with_cp=True``); one backward per forward before the next forward
-  of the same module (a second forward while a backward is pending runs eagerly, with a warning).
+  usual, BN running statistics and DropPath draw anew on every replay, and a run draws the DropPath
+  masks its eager twin with the same seed draws (the capture's warm-up runs give back the draws they
+  took). What it needs: the input shapes repeat (fixed-size crops); no SyncBN (collectives are not
+  captured) and no recomputation that re-seeds random ops in the backward (MAViT's ``with_cp=True``); one
+  backward per forward before the next forward of the same module (a second forward while a backward is
+  pending runs eagerly, with a warning).
 - ``mode='all'``: both.
 
 Against ``torch.cuda.make_graphed_callables`` (which captures one callable for one fixed sample input),
@@ -31,8 +33,8 @@ this adds what a Runner's loop needs:
 - capture through aliases of the parameters (:func:`_parameters_replaced_by_aliases`): it captures through
   the parameters' own gradient accumulators, which fails when the previous step's autograd graph or DDP's
   reducer still holds them;
-- BN running statistics put back after the warm-up runs, and an eager fallback wherever a graph cannot be
-  replayed (CPU, ``torch.compile``, SyncBN, a second forward before the backward).
+- BN running statistics and the CUDA random generator put back after the warm-up runs, and an eager
+  fallback wherever a graph cannot be replayed (CPU, ``torch.compile``, SyncBN, a second forward before the backward).
 
 State: each :class:`GraphedForward` owns its graphs, memory pools and :class:`_StateIndex`. The index
 caches a flat list of the module's tensors and learns of new registrations through torch's global
@@ -350,8 +352,10 @@ class TrainGraphs:
         params = tuple(p for p in module.parameters() if p.requires_grad)
         entry = _Entry(x.detach().clone().requires_grad_(x.requires_grad), params)
         autocast = _autocast_like_now()
-        # warm-up and capture run the forward in training mode: put the BN statistics back afterwards
+        # warm-up and capture run the forward in training mode: put the BN statistics back afterwards, and
+        # the CUDA generator too, so that the replay draws what the eager step would have drawn
         saved_buffers = [b.clone() for b in module.buffers()]
+        saved_rng = torch.cuda.get_rng_state(x.device)
         try:
             with _parameters_replaced_by_aliases(module) as aliases:
                 inputs = ((entry.static_x, ) if x.requires_grad else ()) + aliases
@@ -382,6 +386,7 @@ class TrainGraphs:
             with torch.no_grad():
                 for b, saved in zip(module.buffers(), saved_buffers):
                     b.copy_(saved)
+            torch.cuda.set_rng_state(saved_rng, x.device)
         return entry
 
 

@@ -252,6 +252,32 @@ def test_cuda_graphs_train_replays_draw_new_drop_path_masks():
     assert not torch.equal(outs[2], outs[3]) and not torch.equal(outs[1], outs[2])
 
 
+@needs_cuda
+def test_cuda_graphs_train_draws_the_eager_runs_drop_path_masks():
+    """With the same seed, a graphed run draws the DropPath masks the eager run draws, the step of the capture
+    included: the capture's warm-up runs give their draws back (at rate 0.5 another mask moves the outputs
+    far beyond rounding)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    base = randomize_(MAViT(arch='t', drop_path_rate=0.5)).cuda().train()
+    xs = torch.randn(5, 2, 3, 64, 96, device='cuda')
+    runs = []
+    for graphs in (False, True):
+        model = copy.deepcopy(base)
+        if graphs:
+            enable_cuda_graphs(model, 'train')
+        torch.cuda.manual_seed(0)
+        outs = []
+        for x in xs:  # eager, capture + replay, replays
+            out = model(x)
+            sum(o.square().mean() for o in out).backward()
+            outs.append(out[-1].detach())
+        runs.append(outs)
+    assert graphed_forward(model).train_graphs.replays == 4
+    for step, (eager, graphed) in enumerate(zip(*runs)):
+        assert rel_err(graphed, eager) < 1e-5, step
+
+
 def test_enable_checks_and_undo():
     model = MAViT(
         arch=dict(embed_dims=[32, 64], depths=[1, 1], num_heads=[1, 2]), out_indices=(0, 1), attn_types='mala')

@@ -221,6 +221,12 @@ def cold_start_args(parser: argparse.ArgumentParser) -> None:
 def shapes_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--sizes', type=positive_int, default=10, help='new input sizes per row')
     parser.add_argument('--plain-convs', action='store_true', help="add MAViT-T with the blocks' convs on cuDNN")
+    parser.add_argument(
+        '--tables',
+        nargs='+',
+        choices=['ops', 'backbones', 'necks'],
+        default=['ops', 'backbones', 'necks'],
+        help='which tables: per operation, per backbone step, per detector neck and head')
     parser.add_argument('--device', default='cuda')
     add_out(parser)
 

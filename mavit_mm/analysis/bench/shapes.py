@@ -9,7 +9,13 @@ size seen for the first time pays whatever a library plans or compiles per size.
   :mod:`mavit_mm.ops.depthwise`'s Triton kernels;
 - per backbone (fp16 autocast, 2 images, forward + backward): a step at each of ``--sizes`` new
   COCO-like padded sizes against a step at a size seen before: MAViT-T on its fast path, MAViT-T with the
-  blocks' convolutions left to cuDNN (``--plain-convs`` adds that row), and torchvision's Swin-T.
+  blocks' convolutions left to cuDNN (``--plain-convs`` adds that row), and torchvision's Swin-T;
+- per detector neck and head (fp16 autocast, forward + backward of mmdet's FPN on MAViT-T's feature
+  widths and an RPN head over its five levels), over a sequence of ``--sizes`` COCO-like padded sizes
+  none of which the process has seen: cuDNN on every size, and the convolutions in size buckets
+  (:class:`mavit_mm.engine.conv_buckets.SizeBucketConv2d`, where sizes of one bucket plan once).
+
+``--tables`` picks among them.
 """
 import argparse
 import statistics
@@ -135,14 +141,72 @@ def per_backbone(device: torch.device, sizes: int, plain_convs: bool) -> List[di
     return rows
 
 
+def _neck_and_head(buckets: bool) -> torch.nn.Module:
+    from mmdet.models.dense_heads import RPNHead
+    from mmdet.models.necks import FPN
+
+    from mavit_mm.engine.conv_buckets import use_conv_size_buckets
+
+    class NeckAndHead(torch.nn.Module):
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.neck = FPN(in_channels=[64, 128, 256, 512], out_channels=256, num_outs=5)
+            self.rpn_head = RPNHead(in_channels=256, feat_channels=256)
+
+        def forward(self, feats):
+            cls, reg = self.rpn_head(self.neck(feats))
+            return sum(c.float().mean() + r.float().mean() for c, r in zip(cls, reg))
+
+    model = NeckAndHead()
+    if buckets:
+        use_conv_size_buckets(model)
+    return model
+
+
+def per_neck(device: torch.device, sizes: int) -> List[dict]:
+    rows = []
+    for j, (name, buckets) in enumerate([('FPN + RPN head (cuDNN per size)', False),
+                                         ('FPN + RPN head in size buckets', True)]):
+        model = _neck_and_head(buckets).to(device).train()
+
+        def step(shape):
+            h, w = shape
+            feats = [
+                torch.randn(2, c, h // s, w // s, device=device, requires_grad=True)
+                for c, s in zip((64, 128, 256, 512), (4, 8, 16, 32))
+            ]
+            with torch.autocast('cuda', dtype=torch.float16):
+                loss = model(feats)
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        step((224, 224))
+        # padded COCO batch sizes (multiples of 32 around 800 x 1216), new to this process for every row
+        shapes = [(800 + 32 * ((5 * i) % 7), 1056 + 32 * ((3 * i) % 11) + 8 * j) for i in range(sizes)]
+        shapes = [(h, w) if i % 2 else (w, h) for i, (h, w) in enumerate(shapes)]
+        first = [_timed(lambda: step(s)) for s in shapes]
+        seen = [_timed(lambda: step(s)) for s in shapes]
+        rows.append(dict(part=name, sequence_ms=statistics.median(first), seen_ms=statistics.median(seen)))
+        print(f'  {name:32s} sequence of new sizes {rows[-1]["sequence_ms"]:7.1f} ms   seen {rows[-1]["seen_ms"]:6.1f} ms',
+              flush=True)
+    return rows
+
+
 def run(args: argparse.Namespace) -> dict:
     device = check_device(args.device)
     if device.type != 'cuda':
         raise UsageError('shapes measures cuDNN / Triton per-size costs: it needs a CUDA device')
     env = environment()
     print_env(env)
-    print('per operation, 2 x C x 200 x W fp16, forward + backward:')
-    ops = per_op(device, args.sizes)
-    print('per backbone training step, 2 images, fp16 autocast:')
-    backbones = per_backbone(device, args.sizes, args.plain_convs)
-    return dict(env=env, ops=ops, backbones=backbones)
+    result = dict(env=env)
+    if 'ops' in args.tables:
+        print('per operation, 2 x C x 200 x W fp16, forward + backward:')
+        result['ops'] = per_op(device, args.sizes)
+    if 'backbones' in args.tables:
+        print('per backbone training step, 2 images, fp16 autocast:')
+        result['backbones'] = per_backbone(device, args.sizes, args.plain_convs)
+    if 'necks' in args.tables:
+        print('per detector neck and head training step, 2 images, fp16 autocast:')
+        result['necks'] = per_neck(device, args.sizes)
+    return result

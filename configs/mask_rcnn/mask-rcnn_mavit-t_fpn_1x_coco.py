@@ -33,7 +33,3 @@ auto_scale_lr = dict(enable=False, base_batch_size=16)
 # optimizer, pinned memory, anchor / RoI assignment and mask targets on the GPU (docs/speed.md);
 # --fast-train adds the on-device sampler (another random stream)
 fast_train = True
-
-# train, val and test: the neck's and heads' convolutions in size buckets, so that cuDNN plans them for a few
-# sizes instead of every batch's (the same values; docs/speed.md)
-custom_hooks = [dict(type='ConvSizeBucketsHook')]

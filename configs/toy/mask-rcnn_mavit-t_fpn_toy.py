@@ -53,7 +53,5 @@ param_scheduler = [
 default_hooks = dict(logger=dict(interval=10), checkpoint=dict(interval=max_epochs))
 randomness = dict(seed=0)
 
-# plain training: the side the --fast-train parity tests compare with (tools/train.py --fast-train for the rest),
-# without the full-size config's size buckets and CUDA graphs
+# plain training: the side the --fast-train parity tests compare with (tools/train.py --fast-train for the rest)
 fast_train = False
-custom_hooks = []

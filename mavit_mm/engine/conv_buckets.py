@@ -1,17 +1,21 @@
-"""A detector's or segmentor's neck and head convolutions in size buckets: :class:`ConvSizeBucketsHook`.
+"""A segmentor's or detector's neck and head convolutions in size buckets: :class:`ConvSizeBucketsHook`.
 
-On COCO the padded batch has a new size almost every iteration, and ADE20K's whole-image test a new size
-almost every image. cuDNN plans a convolution anew for every input size it has not seen (a few tenths of a
-millisecond of host time per convolution and pass, several milliseconds with ``cudnn.benchmark`` on), and
-the neck and dense heads of any detector, whatever its backbone, run 20-60 such convolutions per iteration
-(FPN: 8, the RPN head: 15, the RetinaNet head: 50). :class:`SizeBucketConv2d` computes a convolution on its
-input zero-padded at the bottom and right to one of four sizes per octave and crops the output back
-(:func:`mavit_mm.ops.conv.conv2d_in_size_buckets`, the function the MAViT stem uses): the same values and
-gradients, for a few cuDNN plans per octave instead of one per batch.
+cuDNN plans a convolution anew for every input size it has not seen, and the neck and dense heads of any
+segmentor or detector, whatever its backbone, run 10-60 convolutions per step. :class:`SizeBucketConv2d`
+computes a convolution on its input zero-padded at the bottom and right to one of four sizes per octave and
+crops the output back (:func:`mavit_mm.ops.conv.conv2d_in_size_buckets`, the function the MAViT stem uses):
+the same values and gradients, for a few cuDNN plans per octave instead of one per size.
 
-``custom_hooks = [dict(type='ConvSizeBucketsHook')]`` (the shipped MAViT detection and segmentation configs,
-and ``tools/train.py --fast-train`` for any mmdet / mmseg config) switches the plain ``nn.Conv2d`` modules of
-the named children of the model when a run starts on CUDA.
+The trade: a new size costs far less, a size seen before a little more (the padding's extra pixels and
+copies). ``benchmark.py shapes --tables necks`` measures both for mmdet's FPN and RPN head (docs/speed.md):
+on an H100, 91 ms against 205 ms per step over a sequence of new sizes, 14.2 ms against 9.0 ms at a size
+seen before. So it pays where sizes rarely repeat, such as ADE20K's whole-image test (every image its own
+size; the shipped segmentation configs opt in, and their 512x512 training crops are bucket sizes already),
+and costs in a long COCO training run, whose few dozen padded batch sizes are all seen within its first
+few hundred iterations (the detection configs leave it off).
+
+``custom_hooks = [dict(type='ConvSizeBucketsHook')]`` switches the plain ``nn.Conv2d`` modules of the named
+children of the model when a train, val or test run starts on CUDA.
 """
 from typing import List, Sequence
 
@@ -23,6 +27,9 @@ from torch import Tensor, nn
 
 from ..ops.conv import conv2d_in_size_buckets
 
+#: Inputs with a side under this many pixels (the smallest bucket step) are not padded.
+MIN_SIDE = 8
+
 #: The children of mmdet's detectors and mmseg's segmentors whose convolutions see the batch's image size
 #: (an RoI head's convolutions see fixed-size RoIs, a backbone has its own choice).
 BUCKETED_CHILDREN = ('neck', 'rpn_head', 'bbox_head', 'decode_head', 'auxiliary_head')
@@ -30,13 +37,16 @@ BUCKETED_CHILDREN = ('neck', 'rpn_head', 'bbox_head', 'decode_head', 'auxiliary_
 
 class SizeBucketConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` (zero padding, no dilation, one group) computed in size buckets: input
-    ``(B, C_in, H, W)`` zero-padded at the bottom and right to ``size_bucket(H) x size_bucket(W)``, output
-    cropped back to ``(B, C_out, H_out, W_out)``. The same parameters, buffers and state-dict keys as the
-    ``nn.Conv2d`` it is made from by :func:`use_conv_size_buckets`. Not inside a ``torch.compile`` trace,
-    whose symbolic sizes the buckets' integer arithmetic does not take."""
+    ``(B, C_in, H, W)`` (H, W >= :data:`MIN_SIDE`) zero-padded at the bottom and right to
+    ``size_bucket(H) x size_bucket(W)``, output cropped back to ``(B, C_out, H_out, W_out)``. The same
+    parameters, buffers and state-dict keys as the ``nn.Conv2d`` it is made from by
+    :func:`use_conv_size_buckets`. Not inside a ``torch.compile`` trace, whose symbolic sizes the buckets'
+    integer arithmetic does not take."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or torch.compiler.is_compiling():
+        # maps under one bucket step (an UperNet's pooled 1x1 - 6x6 maps) keep their size: padding them
+        # would multiply their work, and their few sizes repeat anyway
+        if x.dim() != 4 or min(x.shape[-2:]) < MIN_SIDE or torch.compiler.is_compiling():
             return super().forward(x)
         return conv2d_in_size_buckets(x, self.weight, self.bias, self.stride, self.padding)
 

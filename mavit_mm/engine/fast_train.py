@@ -8,8 +8,6 @@ and those ``tools/misc/swap_backbone.py`` writes included) and returns what it c
   fused Adam / AdamW / SGD on CUDA);
 - dataloaders: pinned memory, and persistent workers where there are workers;
 - data preprocessor: non-blocking host-to-device copies, where its class takes ``non_blocking``;
-- mmdet / mmseg: :class:`~mavit_mm.engine.conv_buckets.ConvSizeBucketsHook` (the neck's and heads'
-  convolutions in size buckets: the same values, a few cuDNN plans instead of one per batch size);
 - mmdet: :class:`~mavit_mm.models.det.DeviceMaxIoUAssigner` for ``MaxIoUAssigner``,
   :class:`~mavit_mm.models.det.DeviceRandomSampler` for ``RandomSampler`` and
   :class:`~mavit_mm.models.det.DeviceFCNMaskHead` for ``FCNMaskHead`` (same maths, on the device).
@@ -84,11 +82,6 @@ def apply_fast_train(cfg: Config, cuda: Optional[bool] = None, sampler: bool = T
         if not preprocessor.get('non_blocking'):
             preprocessor['non_blocking'] = True
             changes.append('model.data_preprocessor.non_blocking = True')
-    if scope in ('mmdet', 'mmseg'):
-        hooks = list(cfg.get('custom_hooks', None) or [])
-        if not any(h.get('type') == 'ConvSizeBucketsHook' for h in hooks):
-            cfg.custom_hooks = hooks + [dict(type='ConvSizeBucketsHook')]
-            changes.append('custom_hooks += ConvSizeBucketsHook (neck and head convolutions in size buckets)')
     if scope == 'mmdet':
         drop_ins = DET_DROP_INS if sampler else {k: v for k, v in DET_DROP_INS.items() if k != 'RandomSampler'}
         replaced = replace_types(cfg.model, drop_ins)

@@ -65,6 +65,17 @@ def test_fpn_in_size_buckets_matches_the_plain_fpn_with_gradients(monkeypatch):
     assert (40, 56) in seen and (24, 32) in seen  # cuDNN would see bucket sizes, not 37 x 53 and 19 x 27
 
 
+def test_maps_under_one_bucket_step_keep_their_size(monkeypatch):
+    """An UperNet's pooled maps (1x1 - 6x6) are not padded to 8x8; an 8 x 9 map is (to 8 x 16)."""
+    conv = nn.Conv2d(4, 4, 1)
+    use_conv_size_buckets(nn.ModuleDict(dict(decode_head=conv)))
+    seen = []
+    conv2d = conv_ops.F.conv2d
+    monkeypatch.setattr(conv_ops.F, 'conv2d', lambda x, *a, **k: seen.append(tuple(x.shape[-2:])) or conv2d(x, *a, **k))
+    assert [tuple(conv(torch.randn(1, 4, s, s + 1)).shape[-2:]) for s in (1, 6, 8)] == [(1, 2), (6, 7), (8, 9)]
+    assert seen == [(1, 2), (6, 7), (8, 16)]
+
+
 def test_hook_leaves_a_model_on_the_cpu_alone():
     model = _Detector()
     ConvSizeBucketsHook().before_run(SimpleNamespace(model=model, logger=MMLogger.get_current_instance()))

@@ -7,6 +7,7 @@ _ = object()
 # config fields and attributes read by mmengine's Runner, mmdet / mmseg or ptflops, not by our code
 _.gt_sem_seg          # mmseg's SegDataSample field, read by the decode heads' losses
 _.__flops__           # ptflops' per-module counter
+_.__class__           # switched in place: conv_buckets.use_conv_size_buckets makes an nn.Conv2d a SizeBucketConv2d
 _.model_wrapper_cfg   # Runner config
 _.sync_bn             # Runner config
 _.custom_hooks        # Runner config

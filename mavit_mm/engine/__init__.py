@@ -7,6 +7,6 @@ from .profiling import PhaseRangesHook, add_profiling
 from .schedulers import EpochWarmupCosineLR
 
 __all__ = [
-    'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor',
-    'PhaseRangesHook', 'add_profiling', 'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
+    'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor', 'PhaseRangesHook',
+    'add_profiling', 'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
 ]

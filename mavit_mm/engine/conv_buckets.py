@@ -9,10 +9,10 @@ the same values and gradients, for a few cuDNN plans per octave instead of one p
 The trade: a new size costs far less, a size seen before a little more (the padding's extra pixels and
 copies). ``benchmark.py shapes --tables necks`` measures both for mmdet's FPN and RPN head (docs/speed.md):
 on an H100, 91 ms against 205 ms per step over a sequence of new sizes, 14.2 ms against 9.0 ms at a size
-seen before. So it pays where sizes rarely repeat, such as ADE20K's whole-image test (the long side
-varies by the pixel; the shipped segmentation configs opt in, and their 512x512 training crops are bucket sizes already),
-and costs in a long COCO training run, whose few dozen padded batch sizes are all seen within its first
-few hundred iterations (the detection configs leave it off).
+seen before. So it pays where sizes rarely repeat, such as ADE20K's whole-image test (the long side varies
+by the pixel; the shipped segmentation configs opt in, and their 512x512 training crops are bucket sizes
+already), and costs in a long COCO training run, whose few dozen padded batch sizes are all seen within its
+first few hundred iterations (the detection configs leave it off).
 
 ``custom_hooks = [dict(type='ConvSizeBucketsHook')]`` switches the plain ``nn.Conv2d`` modules of the named
 children of the model when a train, val or test run starts on CUDA.

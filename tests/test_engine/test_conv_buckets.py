@@ -56,7 +56,8 @@ def test_fpn_in_size_buckets_matches_the_plain_fpn_with_gradients(monkeypatch):
         inputs = [f.clone().requires_grad_(True) for f in feats]
         out = model.neck(inputs)
         sum((o * torch.cos(torch.arange(o.numel(), dtype=o.dtype).view_as(o))).sum() for o in out).backward()
-        outs.append((out, [i.grad for i in inputs], {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        outs.append((out, [i.grad for i in inputs], grads))
     (out_p, gin_p, gw_p), (out_b, gin_b, gw_b) = outs
     assert [o.shape for o in out_b] == [o.shape for o in out_p]
     assert max(rel_err(b, p) for b, p in zip(out_b, out_p)) < 1e-12

@@ -188,8 +188,9 @@ def per_neck(device: torch.device, sizes: int) -> List[dict]:
         first = [_timed(lambda: step(s)) for s in shapes]
         seen = [_timed(lambda: step(s)) for s in shapes]
         rows.append(dict(part=name, sequence_ms=statistics.median(first), seen_ms=statistics.median(seen)))
-        print(f'  {name:32s} sequence of new sizes {rows[-1]["sequence_ms"]:7.1f} ms   seen {rows[-1]["seen_ms"]:6.1f} ms',
-              flush=True)
+        r = rows[-1]
+        print(
+            f'  {name:32s} sequence of new sizes {r["sequence_ms"]:7.1f} ms   seen {r["seen_ms"]:6.1f} ms', flush=True)
     return rows
 
 

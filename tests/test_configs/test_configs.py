@@ -100,3 +100,36 @@ def test_detector_roi_features_read_plain_nchw_maps():
         feats[0].contiguous(), rois, output_size=7, spatial_scale=0.25, sampling_ratio=0, aligned=True)
     assert all(f.is_contiguous() for f in feats)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+SEG_T_CONFIGS = [
+    osp.join(ROOT, 'configs', 'sem_fpn', 'fpn_mavit-t_8xb2-80k_ade20k-512x512.py'),
+    osp.join(ROOT, 'configs', 'upernet', 'upernet_mavit-t_8xb2-160k_ade20k-512x512.py')
+]
+
+
+@pytest.mark.parametrize('path', SEG_T_CONFIGS, ids=lambda p: osp.basename(p)[:-3])
+def test_segmentation_configs_hooks_build_and_buckets_keep_the_outputs(path):
+    """The segmentation configs' custom hooks resolve in mmseg's scope, and the model with its neck and head
+    convolutions in size buckets (what ConvSizeBucketsHook does on CUDA) gives the outputs of the plain one
+    on an image whose maps are no bucket size (200 x 200: the decode head's 50 x 50 maps pad to 56 x 56)."""
+    import copy
+
+    from mmseg.registry import HOOKS
+
+    from mavit_mm.engine.conv_buckets import use_conv_size_buckets
+    cfg = Config.fromfile(path)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        hooks = [type(HOOKS.build(h)).__name__ for h in cfg.custom_hooks]
+    assert hooks == ['ConvSizeBucketsHook', 'CUDAGraphHook']
+    assert cfg.custom_hooks[1] == dict(type='CUDAGraphHook', module='backbone', mode='train')
+    model = build_model(cfg).eval()
+    bucketed = copy.deepcopy(model)
+    switched = use_conv_size_buckets(bucketed)
+    assert switched and all(n.split('.')[0] in ('neck', 'decode_head', 'auxiliary_head') for n in switched)
+    torch.manual_seed(0)
+    plain_out = tensor_forward(model, 'mmseg', size=200)
+    torch.manual_seed(0)
+    bucketed_out = tensor_forward(bucketed, 'mmseg', size=200)
+    assert plain_out.shape == bucketed_out.shape
+    assert ((bucketed_out - plain_out).norm() / plain_out.norm()).item() < 1e-5

@@ -133,3 +133,25 @@ def test_segmentation_configs_hooks_build_and_buckets_keep_the_outputs(path):
     bucketed_out = tensor_forward(bucketed, 'mmseg', size=200)
     assert plain_out.shape == bucketed_out.shape
     assert ((bucketed_out - plain_out).norm() / plain_out.norm()).item() < 1e-5
+
+
+def test_cuda_graphs_switch_replaces_the_configs_hook_and_keeps_its_limit():
+    """tools/train.py / test.py --cuda-graphs MODE: one CUDAGraphHook for the backbone, in MODE, with the
+    config's own max_graphs (the detection configs keep more shapes than the default); other hooks stay."""
+    from mavit_mm.config.run_config import add_cuda_graph_hook
+    cfg = Config(
+        dict(custom_hooks=[
+            dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=32),
+            dict(type='ConvSizeBucketsHook')
+        ]))
+    add_cuda_graph_hook(cfg, 'all')
+    assert cfg.custom_hooks == [
+        dict(type='ConvSizeBucketsHook'),
+        dict(type='CUDAGraphHook', module='backbone', mode='all', max_graphs=32)
+    ]
+    cfg = Config(dict(custom_hooks=[dict(type='CUDAGraphHook', module='neck', mode='eval')]))
+    add_cuda_graph_hook(cfg, 'train')
+    assert cfg.custom_hooks == [
+        dict(type='CUDAGraphHook', module='neck', mode='eval'),
+        dict(type='CUDAGraphHook', module='backbone', mode='train')
+    ]

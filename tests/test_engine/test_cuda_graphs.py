@@ -210,6 +210,29 @@ def test_cuda_graphs_train_with_a_frozen_first_stage():
 
 
 @needs_cuda
+def test_cuda_graphs_train_keeps_at_most_max_graphs_shapes():
+    """Batches of changing shapes, as COCO's padded ones: each shape is captured on its second sight until
+    ``max_graphs`` shapes have graphs, the rest run eagerly; every step's gradients equal the eager ones."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', drop_path_rate=0.0)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    enable_cuda_graphs(graphed, 'train', max_graphs=2)
+    shapes = [(96, 128), (128, 96), (96, 128), (128, 96), (64, 160), (64, 160), (96, 128), (64, 160)]
+    for step, (h, w) in enumerate(shapes):
+        _zero_grads(eager, graphed, set_to_none=True)
+        x = torch.randn(2, 3, h, w, device='cuda')
+        grads = []
+        for model in (graphed, eager):
+            sum(o.float().square().mean() for o in model(x)).backward()
+            grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+        assert grad_err(*grads) < 1e-5, step
+    train_graphs = graphed_forward(graphed).train_graphs
+    # graphs for the first two shapes seen twice; (64, 160) stays eager
+    assert len(train_graphs.entries) == 2 and train_graphs.replays == 3
+
+
+@needs_cuda
 def test_cuda_graphs_train_second_forward_before_backward_runs_eagerly():
     """Two forwards before one backward (two views through one backbone): the graphs hold one set of
     saved activations, so the second forward runs eagerly and both gradients stay right."""
@@ -286,10 +309,16 @@ def test_enable_checks_and_undo():
     with pytest.raises(ValueError, match=r"cannot capture with_cp=True"):
         enable_cuda_graphs(MAViT(arch='t', with_cp=True), 'train')
     enable_cuda_graphs(MAViT(arch='t', with_cp=True), 'eval')  # inference is fine
-    enable_cuda_graphs(model, 'all')
+    for bad in (0, -1, 2.5, True, '8'):
+        with pytest.raises(ValueError, match='max_graphs must be a positive int'):
+            enable_cuda_graphs(model, 'train', max_graphs=bad)
+    enable_cuda_graphs(model, 'all', max_graphs=3)
+    forward = graphed_forward(model)
+    assert forward.eval_graphs.max_graphs == forward.train_graphs.max_graphs == 3
     state = model.state_dict()
     copied = copy.deepcopy(model)
     assert graphed_forward(copied).module is copied  # a copy graphs itself, not the original
+    assert graphed_forward(copied).train_graphs.max_graphs == 3
     disable_cuda_graphs(model)
     assert cuda_graphs_mode(model) is None and model.state_dict().keys() == state.keys()
 
@@ -314,14 +343,27 @@ def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             self.modes.append(cuda_graphs_mode(runner.model.backbone))
 
+    class RecordLimit(Hook):
+        limits = []
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+            self.limits.append(graphed_forward(runner.model.backbone).train_graphs.max_graphs)
+
     runner = make_runner(
-        tmp_path / 'ok', custom_hooks=[dict(type='CUDAGraphHook', module='backbone', mode='train'),
-                                       RecordMode()])
+        tmp_path / 'ok',
+        custom_hooks=[
+            dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=5),
+            RecordMode(),
+            RecordLimit()
+        ])
     runner.train()
     assert RecordMode.modes == ['train'] * 6 and runner.iter == 6
+    assert RecordLimit.limits == [5] * 6
     assert cuda_graphs_mode(runner.model.backbone) is None
     bad = make_runner(tmp_path / 'bad', custom_hooks=[dict(type='CUDAGraphHook', module='neck')])
     with pytest.raises(ValueError, match="has no submodule 'neck'"):
         bad.train()
     with pytest.raises(ValueError, match='mode must be one of'):
         HOOKS.build(dict(type='CUDAGraphHook', mode='infer'))
+    with pytest.raises(ValueError, match='max_graphs must be a positive int'):
+        HOOKS.build(dict(type='CUDAGraphHook', mode='train', max_graphs=0))

@@ -278,10 +278,24 @@ def _parameters_replaced_by_aliases(module: nn.Module) -> Iterator[Tuple[nn.Para
             mod._parameters[name] = p
 
 
+#: Training graphs are captured only while at least this share of the GPU's memory is free (unused by
+#: tensors): each input shape's graphs keep their static inputs, outputs and gradients.
+MIN_FREE_SHARE = 0.25
+
+
+def _memory_to_spare(device: torch.device) -> bool:
+    """Whether at least :data:`MIN_FREE_SHARE` of ``device``'s memory is free, counting what torch's caching
+    allocator holds without a tensor in it."""
+    free, total = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return free >= MIN_FREE_SHARE * total
+
+
 class TrainGraphs:
     """Training forwards and their backwards replayed from two CUDA graphs per input key, captured once a
-    key is seen a second time (up to ``max_graphs`` keys; the rest run eagerly). One memory pool serves
-    every key: their replays never overlap, as a forward waits for the previous backward."""
+    key is seen a second time (up to ``max_graphs`` keys, and while :func:`_memory_to_spare`; the rest run
+    eagerly). One memory pool serves every key: their replays never overlap, as a forward waits for the
+    previous backward."""
 
     def __init__(self, max_graphs: int = 8) -> None:
         self.max_graphs = max_graphs
@@ -292,6 +306,7 @@ class TrainGraphs:
         self.replays = 0
         self.disabled = ''
         self.warned = False
+        self.memory_full = False
 
     @staticmethod
     def applicable(module: nn.Module, index: _StateIndex, x: Tensor) -> bool:
@@ -323,7 +338,14 @@ class TrainGraphs:
             if len(self.seen) > 4096:  # many shapes (multi-scale training): count afresh
                 self.seen.clear()
             self.seen[key] = self.seen.get(key, 0) + 1
-            if self.seen[key] < 2 or len(self.entries) >= self.max_graphs:
+            if self.seen[key] < 2 or len(self.entries) >= self.max_graphs or self.memory_full:
+                return fn(x)
+            if not _memory_to_spare(x.device):
+                self.memory_full = True
+                print_log(
+                    f"CUDA graphs mode 'train': less than {MIN_FREE_SHARE:.0%} of the GPU's memory is free; "
+                    f'no graphs beyond the {len(self.entries)} captured, other input shapes run eagerly',
+                    logger='current')
                 return fn(x)
             try:
                 entry = self.entries[key] = self._capture(module, fn, x)

@@ -233,6 +233,20 @@ def test_cuda_graphs_train_keeps_at_most_max_graphs_shapes():
 
 
 @needs_cuda
+def test_cuda_graphs_train_captures_nothing_without_memory_to_spare(monkeypatch):
+    from mavit_mm.engine import cuda_graphs
+    monkeypatch.setattr(cuda_graphs, 'MIN_FREE_SHARE', 1.01)  # never that much free
+    model = randomize_(MAViT(arch='t', drop_path_rate=0.0)).cuda().train()
+    enable_cuda_graphs(model, 'train')
+    x = torch.randn(2, 3, 96, 128, device='cuda')
+    for _ in range(3):
+        model.zero_grad(set_to_none=True)
+        sum(o.float().square().mean() for o in model(x)).backward()
+    train_graphs = graphed_forward(model).train_graphs
+    assert train_graphs.memory_full and not train_graphs.entries and train_graphs.replays == 0
+
+
+@needs_cuda
 def test_cuda_graphs_train_second_forward_before_backward_runs_eagerly():
     """Two forwards before one backward (two views through one backbone): the graphs hold one set of
     saved activations, so the second forward runs eagerly and both gradients stay right."""

@@ -1,5 +1,6 @@
 """The real-run benchmark's parts that run on a CPU: the generated COCO / ADE20K-shaped data (read back with
 pycocotools and mmdet / mmseg's own datasets), the short-run options and the statistics of a run's log."""
+import datetime
 import json
 import os
 import os.path as osp
@@ -11,7 +12,8 @@ import pytest
 from mmengine.registry import DefaultScope
 
 from mavit_mm.analysis.bench import switch_args
-from mavit_mm.analysis.bench.real_run import busy_share, parse_utilisation, per_image_times, steady_stats, train_options
+from mavit_mm.analysis.bench.real_run import (busy_share, parse_utilisation, per_image_times, startup_parts,
+                                              steady_stats, train_options)
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from helpers import ROOT
 
@@ -154,3 +156,15 @@ def test_busy_share_averages_the_samples_of_the_steady_iterations(loop):
     # ending at iteration 5 (10:00:10): the idle samples from 10:00:05 only, not the busy ones after
     assert busy_share(samples, log, warmup=1, last=5) < 0.1 < busy_share(samples, log, warmup=1)
     assert busy_share([], log, warmup=5) is None  # no nvidia-smi
+
+
+@pytest.mark.parametrize('loop', ['iter', 'epoch'])
+def test_startup_parts_split_the_time_outside_the_iterations(loop):
+    log = _train_log(loop, [2 * i for i in range(1, 16)])  # first line 09:59:50; iterations end 10:00:02 to :30
+    launch = datetime.datetime(2026, 12, 4, 9, 59, 30)
+    end = datetime.datetime(2026, 12, 4, 10, 0, 41)
+    parts = startup_parts(log, launch, end, first_iter_s=1.5)
+    # 20 s to the log's first line; 12 s from it to the end of iteration 1, which took 1.5 s; 11 s after the last
+    assert parts == dict(to_log_s=20.0, to_first_iter_s=10.5, after_last_iter_s=11.0)
+    assert startup_parts(log.split('\n')[0], launch, end, 1.5) is None  # stopped before its first iteration
+    assert startup_parts('', launch, end, 1.5) is None

@@ -10,7 +10,8 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
 - ``median`` / ``p90``: the logged iteration ``time`` after ``--warmup`` iterations; ``data``: median
   ``data_time``;
 - ``cold_s``: what the first ``--warmup`` iterations took beyond as many steady ones (kernel compilation,
-  per-size planning, allocator growth), and ``startup_s``: process start to the first iteration;
+  per-size planning, allocator growth), and ``startup_s``: the process's time outside its iterations (start-up,
+  and the checkpoint and exit at the end), in parts in ``startup_parts`` (:func:`startup_parts`);
 - ``gpu_busy``: the share of the steady iterations' wall time in which a kernel ran on the GPU, from
   ``nvidia-smi``'s utilisation sampled every 200 ms (absent without ``nvidia-smi``);
 - test: images/s over the images after the first 10, and the first 10 images' mean seconds.
@@ -148,6 +149,31 @@ def sample_utilisation(path: str) -> Iterator[None]:
                 proc.wait()
 
 
+def startup_parts(log_text: str, launch: datetime.datetime, end: datetime.datetime,
+                  first_iter_s: float) -> Optional[Dict[str, float]]:
+    """Where a training process's time outside its iterations goes, from the run log's dated lines (whole
+    seconds, so each part is known to about a second) and the wall-clock ``launch`` / ``end`` of the process:
+
+    - ``to_log_s``: launch to the run log's first line (interpreter, imports, config, the Runner's logger);
+    - ``to_first_iter_s``: from there to the start of the first iteration (building the model, its weights,
+      the dataloaders and optimizer, the hooks' ``before_run``); the first iteration itself is cold start;
+    - ``after_last_iter_s``: the last iteration's line to the process's end (checkpoint, ``after_run``, exit).
+
+    ``None`` where the log has no dated line or no training iteration.
+    """
+    stamps = re.findall(r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - ', log_text, re.M)
+    iters = [t for t, _ in _TRAIN_LINE.findall(log_text)]
+    if not stamps or not iters:
+        return None
+    first_log = datetime.datetime.strptime(stamps[0], _STAMP)
+    first_iter_end = datetime.datetime.strptime(iters[0], _STAMP)
+    last_iter = datetime.datetime.strptime(iters[-1], _STAMP)
+    return dict(
+        to_log_s=(first_log - launch).total_seconds(),
+        to_first_iter_s=(first_iter_end - first_log).total_seconds() - first_iter_s,
+        after_last_iter_s=(end - last_iter).total_seconds())
+
+
 def per_image_times(log_text: str) -> List[float]:
     """Per-image ``time`` of a test run, from the text log (every iteration logged unsmoothed)."""
     return [float(t) for _, t in _TEST_TIME.findall(log_text)]
@@ -178,8 +204,10 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
             cmd += ['--profile', str(profile), '--profile-start', str(args.iters + 1)]
         total = args.iters + (1 + profile if profile else 0)
         cmd += ['--work-dir', work_dir, '--data-root', data_root, '--cfg-options', *train_options(config, total)]
+        launch = datetime.datetime.now()
         with sample_utilisation(f'{log}_gpu.csv'):
             wall = _run(cmd, env, f'{log}_train.log')
+        end = datetime.datetime.now()
         steps = training_steps(scalars_files(work_dir)[-1])
         if profile:
             with open(osp.join(work_dir, SUMMARY_NAME)) as f:
@@ -189,11 +217,15 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
         run_log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)[-1]  # dated lines
         with open(run_log) as f, open(f'{log}_gpu.csv') as g:
-            share = busy_share(parse_utilisation(g.read()), f.read(), args.warmup, args.iters)
+            run_text = f.read()
+            share = busy_share(parse_utilisation(g.read()), run_text, args.warmup, args.iters)
         if share is not None:
             row['gpu_busy'] = share
         if not profile:  # the trace's export and summary would count as start-up
             row['startup_s'] = wall - sum(times)  # process start, build, data loading, checkpoint at the end
+            parts = startup_parts(run_text, launch, end, times[0])
+            if parts is not None:
+                row['startup_parts'] = parts
         row['train_wall_s'] = wall
         print(json.dumps(row), flush=True)
         if args.test_images:
@@ -245,6 +277,14 @@ def run(args: argparse.Namespace) -> dict:
         print(f'| {name} | `{command}` | {r["median_ms"]:.1f} | '
               f'{r["p90_ms"]:.1f} | {r["data_ms"]:.1f} | {busy} | {r["cold_s"]:.1f} | {startup:.1f} | '
               f'{r.get("test_images_per_s", float("nan")):.1f} | {r.get("test_first10_s", float("nan")):.2f} |')
+    for r in rows:
+        if 'startup_parts' in r:
+            p = r['startup_parts']
+            name = osp.splitext(osp.basename(str(r['config'])))[0]
+            command = ' '.join(['--amp', *switch_args(str(r['switch']))])
+            print(f'{name} `{command}` outside the iterations: {p["to_log_s"]:.0f} s to the run log, '
+                  f'{p["to_first_iter_s"]:.0f} s more to the first iteration, {p["after_last_iter_s"]:.0f} s after '
+                  'the last (+-1 s)')
     for r in rows:
         if 'profile' in r:
             command = ' '.join(['--amp', *switch_args(str(r['switch']))])

@@ -507,10 +507,15 @@ class GraphedForward:
         return out[0] if self.single_output else out
 
 
+def _check_max_graphs(value: object, who: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{who} max_graphs must be a positive int (the input shapes given graphs), got {value!r}')
+
+
 def enable_cuda_graphs(module: nn.Module, mode: str = 'eval', max_graphs: int = 8) -> nn.Module:
     """Replay ``module``'s forward from CUDA graphs (see the module docstring for ``mode``), keeping graphs
-    for at most ``max_graphs`` input shapes per mode (each holds its static inputs, outputs and, in
-    training, the parameters' gradients: about 0.12 GB for MAViT-T at 2 x 800 x 1344).
+    for at most ``max_graphs`` input shapes per mode (each shape's graphs keep their static inputs, outputs
+    and, in training, gradients: about 70 MB a shape for MAViT-T in a COCO-sized detector run, docs/speed.md).
 
     The module keeps its parameters, state dict and class; only this instance's ``forward`` changes.
     A module may define ``check_cuda_graphs(mode)`` to refuse a mode it cannot be captured in (MAViT
@@ -518,8 +523,7 @@ def enable_cuda_graphs(module: nn.Module, mode: str = 'eval', max_graphs: int = 
     """
     if mode not in CUDA_GRAPHS_MODES:
         raise ValueError(f'cuda graphs mode must be one of {CUDA_GRAPHS_MODES}, got {mode!r}')
-    if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
-        raise ValueError(f'cuda graphs max_graphs must be a positive int (input shapes kept), got {max_graphs!r}')
+    _check_max_graphs(max_graphs, 'cuda graphs')
     check = getattr(module, 'check_cuda_graphs', None)
     if callable(check):
         check(mode)
@@ -575,8 +579,9 @@ class CUDAGraphHook(Hook):
             ``'backbone'``.
         mode (str): ``'eval'``, ``'train'`` or ``'all'``. Defaults to ``'eval'`` (fixed-size test
             inputs, e.g. a segmentor's sliding-window crops).
-        max_graphs (int): Input shapes with a graph, per mode; other shapes run eagerly. Defaults to 8
-            (fixed-size crops need one; COCO's padded batch shapes, a few dozen).
+        max_graphs (int): Input shapes with graphs, per mode: in ``'eval'`` the least recently used
+            shape's graph makes way for a new one, in ``'train'`` further shapes run eagerly. Defaults to 8
+            (fixed-size crops need one).
     """
 
     priority = 'LOW'
@@ -584,8 +589,7 @@ class CUDAGraphHook(Hook):
     def __init__(self, module: str = 'backbone', mode: str = 'eval', max_graphs: int = 8) -> None:
         if mode not in CUDA_GRAPHS_MODES:
             raise ValueError(f'CUDAGraphHook: mode must be one of {CUDA_GRAPHS_MODES}, got {mode!r}')
-        if isinstance(max_graphs, bool) or not isinstance(max_graphs, int) or max_graphs < 1:
-            raise ValueError(f'CUDAGraphHook: max_graphs must be a positive int, got {max_graphs!r}')
+        _check_max_graphs(max_graphs, 'CUDAGraphHook:')
         self.module = module
         self.mode = mode
         self.max_graphs = max_graphs

@@ -137,7 +137,7 @@ def test_segmentation_configs_hooks_build_and_buckets_keep_the_outputs(path):
 
 def test_cuda_graphs_switch_replaces_the_configs_hook_and_keeps_its_limit():
     """tools/train.py / test.py --cuda-graphs MODE: one CUDAGraphHook for the backbone, in MODE, with the
-    config's own max_graphs (the detection configs keep more shapes than the default); other hooks stay."""
+    config's own max_graphs where it sets one; other hooks, and graph hooks of other modules, stay."""
     from mavit_mm.config.run_config import add_cuda_graph_hook
     cfg = Config(
         dict(custom_hooks=[

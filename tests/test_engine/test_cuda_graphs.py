@@ -234,6 +234,7 @@ def test_cuda_graphs_train_keeps_at_most_max_graphs_shapes():
 
 @needs_cuda
 def test_cuda_graphs_train_captures_nothing_without_memory_to_spare(monkeypatch):
+    """Below the free-memory share no shape is captured, not even one seen three times: the steps run eagerly."""
     from mavit_mm.engine import cuda_graphs
     monkeypatch.setattr(cuda_graphs, 'MIN_FREE_SHARE', 1.01)  # never that much free
     model = randomize_(MAViT(arch='t', drop_path_rate=0.0)).cuda().train()

@@ -1,13 +1,13 @@
 """Put a MAViT backbone into any mmdet / mmseg config: the logic behind ``tools/misc/swap_backbone.py``.
 
-The stock backbone is built once (no weights) and run on a small image to learn the stride and channels
-of each map it outputs; MAViT's stage for each is the one of the same stride, so the stock numbering
-(ResNet's, CSPDarknet's stem-inclusive one, HRNet's branches) does not matter. The data preprocessor gets
-the normalisation of MAViT's checkpoints where the stock one differs (caffe-style BGR configs). Every
-``in_channels`` (and DeepLabV3+'s ``c1_in_channels``) of the modules that read the backbone directly (the
-neck if there is one, else the heads) is then mapped value by value: a stock output's width becomes the
-width of MAViT's stage of the same stride. Modules behind a neck (RPN, RoI heads,
-decode heads after an FPN) keep theirs.
+The stock backbone is built (no weights) and run on a small image (on the meta device where it can: shapes
+only) to learn the stride and channels of each map it outputs; MAViT's stage for each is the one of the
+same stride, so the stock numbering (ResNet's, CSPDarknet's stem-inclusive one, HRNet's branches) does not
+matter. The data preprocessor gets the normalisation of MAViT's checkpoints where the stock one differs
+(caffe-style BGR configs). Every ``in_channels`` (and DeepLabV3+'s ``c1_in_channels``) of the modules that
+read the backbone directly (the neck if there is one, else the heads) is then mapped value by value: a
+stock output's width becomes the width of MAViT's stage of the same stride. Modules behind a neck (RPN,
+RoI heads, decode heads after an FPN) keep theirs.
 """
 import copy
 import importlib
@@ -35,18 +35,21 @@ PROBE_SIZE = 256
 
 def stock_outputs(cfg: Config) -> List[Tuple[int, int]]:
     """``[(stride, channels)]`` of each map the config's own backbone outputs, in order, measured by a
-    forward of a ``PROBE_SIZE`` image (or the backbone's own ``img_size``)."""
+    forward of a ``PROBE_SIZE`` image (or the backbone's own ``img_size``): on the meta device (shapes
+    only, no arithmetic: a ViT-L probe costs nothing), or on the CPU where the backbone needs values
+    (data-dependent branches) or ops without meta kernels (mmcv's)."""
     backbone_cfg = copy.deepcopy(cfg.model.backbone)
     backbone_cfg.pop('init_cfg', None)
     backbone_cfg.pop('pretrained', None)
     scope = cfg.get('default_scope', 'mmdet')
+    size = backbone_cfg.get('img_size', PROBE_SIZE)
+    size = size if isinstance(size, int) else size[0]
+    shape = (1, backbone_cfg.get('in_channels', 3), size, size)
     with DefaultScope.overwrite_default_scope(scope):
-        backbone = importlib.import_module(f'{scope}.registry').MODELS.build(backbone_cfg)
-        backbone.eval()  # (not chained: some OpenMMLab backbones' train() returns None)
-        size = backbone_cfg.get('img_size', PROBE_SIZE)
-        size = size if isinstance(size, int) else size[0]
-        with torch.no_grad():
-            outs = backbone(torch.zeros(1, backbone_cfg.get('in_channels', 3), size, size))
+        models = importlib.import_module(f'{scope}.registry').MODELS
+        outs = _probe(models.build(backbone_cfg), shape, 'meta')
+        if outs is None:
+            outs = _probe(models.build(backbone_cfg), shape, 'cpu', raise_errors=True)
     if isinstance(outs, torch.Tensor):
         raise ValueError(f'the stock backbone {backbone_cfg.type} returns one tensor, not a tuple of maps: its '
                          'heads read it as such (real-time networks such as DDRNet / PIDNet, whose heads take the '
@@ -56,6 +59,20 @@ def stock_outputs(cfg: Config) -> List[Tuple[int, int]]:
         raise ValueError(f'the stock backbone {backbone_cfg.type} does not output (B, C, H, W) maps: there is '
                          'nothing to map MAViT stages to; edit the config by hand')
     return [(size // int(o.shape[-1]), int(o.shape[1])) for o in outs]
+
+
+def _probe(backbone: torch.nn.Module, shape: Tuple[int, ...], device: str, raise_errors: bool = False) -> Any:
+    """The eval-mode outputs of ``backbone`` on a zero image of ``shape``, on ``device`` (the module is moved
+    there); None if it fails and not ``raise_errors``."""
+    try:
+        backbone.to(device)
+        backbone.eval()  # (not chained: some OpenMMLab backbones' train() returns None)
+        with torch.no_grad():
+            return backbone(torch.zeros(shape, device=device))
+    except Exception:  # noqa: BLE001  (on meta: the CPU probe decides)
+        if raise_errors:
+            raise
+        return None
 
 
 def mavit_indices(strides: Sequence[int], backbone_cfg: Dict[str, Any]) -> Tuple[int, ...]:

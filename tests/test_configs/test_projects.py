@@ -10,7 +10,8 @@ import torch
 from mmengine.config import Config
 
 import mavit_mm.classification  # noqa: F401  (before mmpretrain.models)
-from mavit_mm.config.backbone_swap import render_config, swap_backbone
+import mavit_mm.config.backbone_swap as backbone_swap
+from mavit_mm.config.backbone_swap import render_config, stock_outputs, swap_backbone
 from mavit_mm.config.run_config import build_model, load_config
 from mavit_mm.config.swap_sweep import forward_once as tensor_forward
 from helpers import ROOT
@@ -33,7 +34,6 @@ STOCK = [  # a dozen families: necks (FPN, ChannelMapper, DilatedEncoder), neck-
     'mmseg::mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.py',
     'mmseg::ocrnet/ocrnet_hr18_4xb4-80k_ade20k-512x512.py',
     'mmdet::yolox/yolox_s_8xb8-300e_coco.py',  # CSPDarknet counts its stem: out_indices (2, 3, 4) = strides 8-32
-    'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py',
 ]
 
 
@@ -68,6 +68,32 @@ def test_swapped_stock_config_builds_and_runs(stock, tmp_path):
             if isinstance(t, torch.Tensor)
         ]
     assert flat and all(torch.isfinite(t).all() for t in flat if t.is_floating_point())
+
+
+RESNET_50 = [(4, 256), (8, 512), (16, 1024), (32, 2048)]  # ResNet's strides and widths (He et al., Table 1)
+
+
+@pytest.mark.parametrize(
+    'stock, expected, devices',
+    [
+        ('mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', RESNET_50, ['meta']),
+        # mmcv's deformable convolution has no meta kernel: the CPU forward decides
+        ('mmdet::dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py', RESNET_50, ['meta', 'cpu']),
+        # ResNet-D8: stages 3-4 dilated instead of strided
+        ('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py', RESNET_50[:2] + [(8, 1024), (8, 2048)], ['meta']),
+    ],
+    ids=['resnet', 'deformable', 'dilated'])
+def test_stock_outputs_probe_shapes_on_meta_and_fall_back_to_the_cpu(stock, expected, devices, monkeypatch):
+    probed = []
+    probe = backbone_swap._probe
+
+    def spy(backbone, shape, device, raise_errors=False):
+        probed.append(device)
+        return probe(backbone, shape, device, raise_errors)
+
+    monkeypatch.setattr(backbone_swap, '_probe', spy)
+    assert stock_outputs(load_config(stock)) == expected
+    assert probed == devices
 
 
 def test_swap_maps_by_stride_and_fixes_the_normalisation():

@@ -164,8 +164,26 @@ def test_self_check_runs_in_the_callers_dtype(monkeypatch, dtype):
         (q.dtype, q.shape[-1])) or kernels(q, *a))
     q, k, v = torch.randn(3, 1, 2, 42, 32, device=DEVICE).to(dtype)
     assert mala_op.kernels_usable(q)
-    assert calls == [(dtype, 32)] and mala_op._KERNELS_OK == {(q.device, dtype): True}
+    assert calls == [(dtype, 32)] and mala_op._KERNELS_OK == {(q.device, dtype, False): True}
     assert mala_op.kernels_usable(q) and len(calls) == 1  # checked once
+
+
+def test_self_check_runs_the_backward_only_for_callers_that_need_gradients(monkeypatch):
+    """Inference (no gradients) checks the forward kernels alone: on a cold kernel cache it compiles no
+    backward kernel it would never launch. A caller that needs gradients gets the backward checked once
+    more; a passed backward check stands for the forward too."""
+    monkeypatch.setattr(mala_op, '_KERNELS_OK', {})
+    backwards = []
+    backward = mala_triton.mala_backward
+    monkeypatch.setattr(mala_triton, 'mala_backward', lambda *a: backwards.append(1) or backward(*a))
+    q = torch.randn(1, 2, 42, 32, device=DEVICE)
+    with torch.no_grad():
+        assert mala_op.kernels_usable(q.requires_grad_(True))
+    assert backwards == [] and mala_op._KERNELS_OK == {(q.device, torch.float32, False): True}
+    assert mala_op.kernels_usable(q) and backwards == [1]
+    assert mala_op._KERNELS_OK == {(q.device, torch.float32, False): True, (q.device, torch.float32, True): True}
+    monkeypatch.setattr(mala_op, '_KERNELS_OK', {(q.device, torch.float32, True): True})
+    assert mala_op.kernels_usable(q.detach()) and len(backwards) == 1
 
 
 def test_failed_self_check_falls_back_to_naive(monkeypatch):

@@ -204,7 +204,9 @@ class ToyImages(Dataset):
         return dict(inputs=torch.randn(3, 32, 32, generator=g), labels=torch.tensor(i % 3))
 
 
-def make_runner(work_dir, **kwargs):
+def make_runner(work_dir, loader=None, **kwargs):
+    """A Runner training :class:`ToyClassifier` for 6 iterations; ``loader``: dataloader settings (default: no
+    workers)."""
     # A unique experiment name: two Runners started in the same second would otherwise share
     # mmengine's timestamp-named logger (and log file).
     return Runner(
@@ -212,8 +214,10 @@ def make_runner(work_dir, **kwargs):
         work_dir=str(work_dir),
         experiment_name=f'resume-{uuid.uuid4().hex}',
         train_dataloader=dict(
-            dataset=ToyImages(), batch_size=2, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True,
-                                                                           seed=0)),
+            dataset=ToyImages(),
+            batch_size=2,
+            sampler=dict(type='DefaultSampler', shuffle=True, seed=0),
+            **(loader or dict(num_workers=0))),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
         param_scheduler=dict(type='LinearLR', start_factor=0.1, by_epoch=False, end=3),
         train_cfg=dict(by_epoch=False, max_iters=6),

@@ -18,6 +18,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..engine.fast_train import apply_fast_train
+from ..engine.loader_workers import needs_shutdown
 from ..engine.profiling import add_profiling
 from ..utils.checkpoint_file import check_checkpoint_file
 from ..utils.config_walk import SPLITS, iter_datasets, used_types
@@ -247,6 +248,14 @@ def add_cuda_graph_hook(cfg: Config, mode: str, module: str = 'backbone') -> Non
     cfg.custom_hooks = hooks + [dict(type='CUDAGraphHook', module=module, mode=mode, **extra)]
 
 
+def add_loader_shutdown_hook(cfg: Config) -> None:
+    """Append :class:`~mavit_mm.engine.loader_workers.LoaderWorkersShutdownHook` to ``cfg.custom_hooks`` where a
+    dataloader pins memory with persistent workers (otherwise the process waits 5 s per worker at exit)."""
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    if needs_shutdown(cfg) and not any(h.get('type') == 'LoaderWorkersShutdownHook' for h in hooks):
+        cfg.custom_hooks = hooks + [dict(type='LoaderWorkersShutdownHook')]
+
+
 def _run_config(config: str, cfg_options: Optional[dict], data_root: Optional[str], launcher: str,
                 work_dir: Optional[str]) -> Config:
     """The steps tools/train.py and tools/test.py share: load, check imports, options, data root, launch,
@@ -314,6 +323,7 @@ def train_config(config: str,
             logger='current',
             level=logging.WARNING)
     use_atomic_checkpoints(cfg)
+    add_loader_shutdown_hook(cfg)
     check_datasets(cfg, run_splits(cfg, 'train'))
     return cfg
 
@@ -342,6 +352,7 @@ def test_config(config: str,
         enable_visualization(cfg, show_dir, show)
     if tta:
         enable_tta(cfg)
+    add_loader_shutdown_hook(cfg)
     check_datasets(cfg, run_splits(cfg, 'test'))
     return cfg
 

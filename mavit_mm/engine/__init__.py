@@ -2,11 +2,13 @@
 from .conv_buckets import ConvSizeBucketsHook
 from .cuda_graphs import CUDAGraphHook, disable_cuda_graphs, enable_cuda_graphs
 from .fast_train import apply_fast_train
+from .loader_workers import LoaderWorkersShutdownHook
 from .optim_constructor import GroupedOptimWrapperConstructor
 from .profiling import PhaseRangesHook, add_profiling
 from .schedulers import EpochWarmupCosineLR
 
 __all__ = [
-    'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor', 'PhaseRangesHook',
-    'add_profiling', 'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
+    'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor',
+    'LoaderWorkersShutdownHook', 'PhaseRangesHook', 'add_profiling', 'apply_fast_train', 'disable_cuda_graphs',
+    'enable_cuda_graphs'
 ]

@@ -119,7 +119,8 @@ def test_per_image_times_read_every_logged_test_iteration(loop):
     log = '\n'.join(
         f'12/04 10:00:00 - mmengine - INFO - {loop}(test) [{i:>3}/40]    eta: 0:00:01  time: {0.05 * i:.4f}  '
         f'data_time: 0.0020  memory: 300' for i in range(1, 5))
-    log += f'\n12/04 10:00:01 - mmengine - INFO - {loop}(test) [40/40]    coco/bbox_mAP: 0.0000'
+    # the closing metrics line, with the run's mean time
+    log += f'\n12/04 10:00:01 - mmengine - INFO - {loop}(test) [40/40]    mIoU: 0.0500  data_time: 0.0171  time: 3.1284'
     assert per_image_times(log) == pytest.approx([0.05, 0.10, 0.15, 0.20])
     assert np.isclose(sum(per_image_times(log)), 0.5)
     assert json.dumps(per_image_times('')) == '[]'

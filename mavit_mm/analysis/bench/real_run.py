@@ -52,7 +52,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 DEFAULT_CONFIGS = ('configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py',
                    'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py')
 # a logged test iteration: Epoch(test) of mmdet's epoch-based configs, Iter(test) of mmseg's iteration-based ones
-_TEST_TIME = re.compile(r'(?:Epoch|Iter)\(test\)\s*\[\s*(\d+)/\d+\].*?\btime: ([0-9.]+)')
+# a logged test iteration (with its eta: the run's closing metrics line also states a mean time)
+_TEST_TIME = re.compile(r'(?:Epoch|Iter)\(test\)\s*\[\s*(\d+)/\d+\]\s+eta:.*?\btime: ([0-9.]+)')
 # a logged training iteration: mmengine's time stamp, then Iter(train) [i/n] or Epoch(train) [e][i/n]
 _TRAIN_LINE = re.compile(
     r'^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) - mmengine - INFO - '

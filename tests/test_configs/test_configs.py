@@ -135,6 +135,26 @@ def test_segmentation_configs_hooks_build_and_buckets_keep_the_outputs(path):
     assert ((bucketed_out - plain_out).norm() / plain_out.norm()).item() < 1e-5
 
 
+def test_detection_1x_configs_replay_the_backbone_from_training_graphs():
+    """RetinaNet and Mask R-CNN 1x (every arch; single-scale resize: a few dozen common padded shapes) train
+    the backbone from CUDA graphs for up to 48 shapes, the hook resolving in mmdet's scope; the multi-scale
+    crop recipes (3x, Cascade: far more shapes) run eagerly."""
+    from mmdet.registry import HOOKS
+    graphed = sorted(glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py')) +
+                     glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*_1x_coco.py')))
+    assert len(graphed) == 8
+    for path in graphed:
+        cfg = Config.fromfile(path)
+        assert cfg.custom_hooks == [dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=48)]
+        with DefaultScope.overwrite_default_scope('mmdet'):
+            assert type(HOOKS.build(cfg.custom_hooks[0])).__name__ == 'CUDAGraphHook'
+    eager = glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*ms-crop-3x*.py')) + glob.glob(
+        osp.join(ROOT, 'configs', 'cascade_rcnn', '*.py'))
+    assert len(eager) == 6
+    for path in eager:
+        assert not Config.fromfile(path).get('custom_hooks'), path
+
+
 def test_cuda_graphs_switch_replaces_the_configs_hook_and_keeps_its_limit():
     """tools/train.py / test.py --cuda-graphs MODE: one CUDAGraphHook for the backbone, in MODE, with the
     config's own max_graphs where it sets one; other hooks, and graph hooks of other modules, stay."""

@@ -140,8 +140,9 @@ def test_detection_1x_configs_replay_the_backbone_from_training_graphs():
     the backbone from CUDA graphs for up to 48 shapes, the hook resolving in mmdet's scope; the multi-scale
     crop recipes (3x, Cascade: far more shapes) run eagerly."""
     from mmdet.registry import HOOKS
-    graphed = sorted(glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py')) +
-                     glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*_1x_coco.py')))
+    graphed = sorted(
+        glob.glob(osp.join(ROOT, 'configs', 'retinanet', '*.py')) +
+        glob.glob(osp.join(ROOT, 'configs', 'mask_rcnn', '*_1x_coco.py')))
     assert len(graphed) == 8
     for path in graphed:
         cfg = Config.fromfile(path)

@@ -37,9 +37,10 @@ def run_loaders(runner) -> Iterable[DataLoader]:
 
 def needs_shutdown(cfg) -> bool:
     """Whether a dataloader of ``cfg`` pins memory with persistent workers (the pairing that stalls exit)."""
-    return any((cfg.get(key) or {}).get('pin_memory') and (cfg.get(key) or {}).get('persistent_workers') and (
-        cfg.get(key) or {}).get('num_workers', 0) > 0
-               for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'))
+    loaders = [cfg.get(key) or {} for key in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    return any(
+        loader.get('pin_memory') and loader.get('persistent_workers') and loader.get('num_workers', 0) > 0
+        for loader in loaders)
 
 
 @HOOKS.register_module()

@@ -6,7 +6,8 @@ and those ``tools/misc/swap_backbone.py`` writes included) and returns what it c
 - optimizer: :class:`~mavit_mm.engine.optim_constructor.GroupedOptimWrapperConstructor` in place of
   mmengine's default constructor (one param group per distinct setting instead of per parameter;
   fused Adam / AdamW / SGD on CUDA);
-- dataloaders: pinned memory, and persistent workers where there are workers;
+- dataloaders: pinned memory, and persistent workers where there are workers (``tools/train.py`` then adds
+  :class:`~mavit_mm.engine.loader_workers.LoaderWorkersShutdownHook`, so that the process exits at once);
 - data preprocessor: non-blocking host-to-device copies, where its class takes ``non_blocking``;
 - mmdet: :class:`~mavit_mm.models.det.DeviceMaxIoUAssigner` for ``MaxIoUAssigner``,
   :class:`~mavit_mm.models.det.DeviceRandomSampler` for ``RandomSampler`` and

@@ -47,8 +47,12 @@ def test_the_hook_is_added_where_memory_is_pinned_with_persistent_workers():
     add_loader_shutdown_hook(cfg)
     add_loader_shutdown_hook(cfg)
     assert cfg.custom_hooks == [dict(type='LoaderWorkersShutdownHook')]
-    for unpinned in (dict(loader, pin_memory=False), dict(loader,
-                                                          num_workers=0), dict(loader, persistent_workers=False)):
+    unpinned_loaders = [
+        dict(loader, pin_memory=False),
+        dict(loader, num_workers=0),
+        dict(loader, persistent_workers=False)
+    ]
+    for unpinned in unpinned_loaders:
         cfg = Config(dict(train_dataloader=unpinned, custom_hooks=[dict(type='EmptyCacheHook')]))
         assert not needs_shutdown(cfg)
         add_loader_shutdown_hook(cfg)

@@ -3,7 +3,7 @@
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--fast-train]
                                  [--cuda-graphs MODE] [--auto-scale-lr]
                                  [--data-root DIR] [--profile N [--profile-start I]]
-                                 [--cfg-options k=v ...] [--launcher pytorch|slurm]
+                                 [--log-input-shapes] [--cfg-options k=v ...] [--launcher pytorch|slurm]
 """
 import argparse
 import os
@@ -65,6 +65,11 @@ def parse_args() -> argparse.Namespace:
         default=20,
         metavar='I',
         help='the first profiled iteration (default 20: after the first sizes, compilation and allocator growth)')
+    parser.add_argument(
+        '--log-input-shapes',
+        action='store_true',
+        help="log the backbone's input height and width at every iteration (input_h / input_w): to tell what a "
+        'new input shape costs from what a seen one does (InputShapeLogHook)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='override config settings, e.g. model.backbone.arch=small')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')

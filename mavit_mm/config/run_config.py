@@ -18,6 +18,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from ..engine.fast_train import apply_fast_train
+from ..engine.input_shapes import add_input_shape_log
 from ..engine.loader_workers import needs_shutdown
 from ..engine.profiling import add_profiling
 from ..utils.checkpoint_file import check_checkpoint_file
@@ -284,6 +285,7 @@ def train_config(config: str,
                  no_validate: bool = False,
                  profile: Optional[int] = None,
                  profile_start: int = 20,
+                 log_input_shapes: bool = False,
                  cfg_options: Optional[dict] = None,
                  launcher: str = 'none') -> Config:
     """The config ``tools/train.py`` hands mmengine's Runner: ``config`` with the tool's switches applied (each
@@ -316,6 +318,8 @@ def train_config(config: str,
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if profile:
         add_profiling(cfg, profile, profile_start)
+    if log_input_shapes:
+        add_input_shape_log(cfg)
     if not torch.cuda.is_available() and train_in_fp32(cfg):
         print_log(
             "no CUDA device: training in fp32 (mmengine's AmpOptimWrapper needs a GPU; the config asks "

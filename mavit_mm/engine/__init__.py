@@ -2,6 +2,7 @@
 from .conv_buckets import ConvSizeBucketsHook
 from .cuda_graphs import CUDAGraphHook, disable_cuda_graphs, enable_cuda_graphs
 from .fast_train import apply_fast_train
+from .input_shapes import InputShapeLogHook, add_input_shape_log
 from .loader_workers import LoaderWorkersShutdownHook
 from .optim_constructor import GroupedOptimWrapperConstructor
 from .profiling import PhaseRangesHook, add_profiling
@@ -9,6 +10,6 @@ from .schedulers import EpochWarmupCosineLR
 
 __all__ = [
     'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor',
-    'LoaderWorkersShutdownHook', 'PhaseRangesHook', 'add_profiling', 'apply_fast_train', 'disable_cuda_graphs',
-    'enable_cuda_graphs'
+    'InputShapeLogHook', 'LoaderWorkersShutdownHook', 'PhaseRangesHook', 'add_input_shape_log', 'add_profiling',
+    'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
 ]

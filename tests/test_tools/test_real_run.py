@@ -15,6 +15,7 @@ from mavit_mm.analysis.bench import switch_args
 from mavit_mm.analysis.bench.real_run import (busy_share, parse_utilisation, per_image_times, startup_parts,
                                               steady_stats, train_options)
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
+from mavit_mm.engine.input_shapes import split_by_sighting
 from helpers import ROOT
 
 
@@ -112,6 +113,19 @@ def test_steady_stats_separate_the_cold_start():
     assert stats['cold_s'] == pytest.approx(6.0 - 0.3)
     with pytest.raises(ValueError, match='raise --iters'):
         steady_stats(times[:3], [0.0] * 3, warmup=3)
+
+
+def test_steady_iterations_split_by_how_often_their_shape_came_before():
+    a, b, c = (800, 1216), (1088, 800), (768, 1344)
+    shapes = [a, b, a, a, c, b, a]
+    steps = [dict(time=float(t), input_h=h, input_w=w) for t, (h, w) in enumerate(shapes, 1)]
+    # after 2 warm-up steps: a (2nd, 3 s), a (3rd, 4 s), c (1st, 5 s), b (2nd, 6 s), a (4th, 7 s)
+    split = split_by_sighting(steps, warmup=2)
+    assert split['first'] == dict(n=1, median_ms=5000.0, p90_ms=5000.0)
+    assert split['second'] == dict(n=2, median_ms=4500.0, p90_ms=6000.0)
+    assert split['later'] == dict(n=2, median_ms=5500.0, p90_ms=7000.0)
+    assert split['shapes'] == dict(n=3)
+    assert split_by_sighting([dict(time=1.0)], warmup=0) is None
 
 
 @pytest.mark.parametrize('loop', ['Epoch', 'Iter'])  # mmdet's epoch-based configs, mmseg's iteration-based ones

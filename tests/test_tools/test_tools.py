@@ -102,7 +102,7 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
     config = toy_variant(framework, toy_root, str(tmp_path))
     work_dir = tmp_path / 'work'
     # --fast-train here (the launch tests run the plain path): the flag's drop-ins in a real Runner
-    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--fast-train')
+    out = run_tool('tools/train.py', config, '--work-dir', str(work_dir), '--fast-train', '--log-input-shapes')
     assert out.returncode == 0, out.stderr[-3000:]
     log = (out.stdout + out.stderr)
     assert '--fast-train: optim_wrapper.constructor = GroupedOptimWrapperConstructor' in log
@@ -112,6 +112,8 @@ def test_train_and_test_each_framework_on_toy_data(framework, toy_root, tmp_path
     scalars = [json.loads(line) for line in next(work_dir.glob('*/vis_data/scalars.json')).read_text().splitlines()]
     losses = [s['loss'] for s in scalars if 'loss' in s]
     assert len(losses) == 2 and all(v == v and abs(v) < 1e4 for v in losses)  # finite
+    shapes = [(s['input_h'], s['input_w']) for s in scalars if 'loss' in s]  # the backbone's input, per iteration
+    assert len(shapes) == 2 and all(h >= 32 and w >= 32 and h == int(h) and w == int(w) for h, w in shapes)
     metric = FRAMEWORKS[framework][3]
     assert any(metric in s for s in scalars), f'no {metric} in {scalars[-1]}'
 

@@ -14,6 +14,10 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
   and the checkpoint and exit at the end), in parts in ``startup_parts`` (:func:`startup_parts`);
 - ``gpu_busy``: the share of the steady iterations' wall time in which a kernel ran on the GPU, from
   ``nvidia-smi``'s utilisation sampled every 200 ms (absent without ``nvidia-smi``);
+- ``by_sighting``: the steady iterations split by how often their input shape (the backbone's input,
+  logged by ``tools/train.py --log-input-shapes``) had come before: the first time, the second (where
+  training graphs capture it) and later, each with its count, median and p90
+  (:func:`mavit_mm.engine.input_shapes.split_by_sighting`);
 - test: images/s over the images after the first 10, and the first 10 images' mean seconds.
 
 ``--profile N``: after the ``--iters`` timed iterations, one more (the profiler's warm-up) and ``N`` profiled
@@ -42,6 +46,7 @@ import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
+from ...engine.input_shapes import split_by_sighting
 from ...engine.profiling import SUMMARY_NAME, format_summary
 from ...utils.fileio import write_text_atomic
 from ..benchmarking import environment
@@ -96,6 +101,16 @@ def steady_stats(times: List[float], data_times: List[float], warmup: int) -> Di
         data_ms=1e3 * statistics.median(data_times[warmup:]),
         cold_s=sum(times[:warmup]) - warmup * median,
         iters=len(steady))
+
+
+def format_sighting(split: Dict[str, Dict[str, float]]) -> str:
+    """One line of :func:`~mavit_mm.engine.input_shapes.split_by_sighting`'s result."""
+    words = {'first': 'at a new input shape', 'second': 'at a shape seen once', 'later': 'at a shape seen more often'}
+    parts = [
+        f'{g["n"]} {words[k]}: median {g["median_ms"]:.1f} ms, p90 {g["p90_ms"]:.1f} ms' for k, g in split.items()
+        if k in words
+    ]
+    return f'steady iterations over {split["shapes"]["n"]} input shapes: ' + '; '.join(parts)
 
 
 def parse_utilisation(text: str) -> List[Tuple[datetime.datetime, float]]:
@@ -200,7 +215,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
     profile = getattr(args, 'profile', 0)
     with tempfile.TemporaryDirectory() as work_dir:
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch_args(switch)]
-        cmd += ['--no-validate']
+        cmd += ['--no-validate', '--log-input-shapes']
         if profile:
             cmd += ['--profile', str(profile), '--profile-start', str(args.iters + 1)]
         total = args.iters + (1 + profile if profile else 0)
@@ -216,6 +231,9 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         steps = steps[:args.iters]  # the profiled ones run slower
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
+        by_sighting = split_by_sighting(steps, args.warmup)
+        if by_sighting is not None:
+            row['by_sighting'] = by_sighting
         run_log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)[-1]  # dated lines
         with open(run_log) as f, open(f'{log}_gpu.csv') as g:
             run_text = f.read()
@@ -286,6 +304,10 @@ def run(args: argparse.Namespace) -> dict:
             print(f'{name} `{command}` outside the iterations: {p["to_log_s"]:.0f} s to the run log, '
                   f'{p["to_first_iter_s"]:.0f} s more to the first iteration, {p["after_last_iter_s"]:.0f} s after '
                   'the last (+-1 s)')
+    for r in rows:
+        if 'by_sighting' in r:
+            name = osp.splitext(osp.basename(str(r['config'])))[0]
+            print(f'{name}: {format_sighting(r["by_sighting"])}')
     for r in rows:
         if 'profile' in r:
             command = ' '.join(['--amp', *switch_args(str(r['switch']))])

@@ -12,8 +12,8 @@ import pytest
 from mmengine.registry import DefaultScope
 
 from mavit_mm.analysis.bench import switch_args
-from mavit_mm.analysis.bench.real_run import (busy_share, parse_utilisation, per_image_times, startup_parts,
-                                              steady_stats, train_options)
+from mavit_mm.analysis.bench.real_run import (brief, busy_share, log_stem, parse_utilisation, per_image_times,
+                                              startup_parts, steady_stats, train_options)
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from mavit_mm.engine.input_shapes import split_by_sighting
 from helpers import ROOT
@@ -113,6 +113,21 @@ def test_steady_stats_separate_the_cold_start():
     assert stats['cold_s'] == pytest.approx(6.0 - 0.3)
     with pytest.raises(ValueError, match='raise --iters'):
         steady_stats(times[:3], [0.0] * 3, warmup=3)
+
+
+def test_a_later_run_of_the_same_config_keeps_the_earlier_run_s_log(tmp_path):
+    config = 'configs/retinanet/retinanet_mavit-t_fpn_1x_coco.py'
+    first = log_stem(str(tmp_path), config, 'fast-train,cuda-graphs=train')
+    assert first == str(tmp_path / 'retinanet_mavit-t_fpn_1x_coco_fast-train+cuda-graphs-train')
+    assert log_stem(str(tmp_path), config, 'fast-train,cuda-graphs=train') == first  # nothing written yet
+    (tmp_path / (osp.basename(first) + '_train.log')).write_text('the first run')
+    second = log_stem(str(tmp_path), config, 'fast-train,cuda-graphs=train')
+    assert second == first + '-2'
+    (tmp_path / (osp.basename(second) + '_gpu.csv')).write_text('')
+    assert log_stem(str(tmp_path), config, 'fast-train,cuda-graphs=train') == first + '-3'
+    assert log_stem(str(tmp_path), config, 'none') == str(tmp_path / 'retinanet_mavit-t_fpn_1x_coco_none')
+    row = dict(config=config, median_ms=80.1, iteration_times_s=[0.1, 0.08], by_sighting=dict(shapes=dict(n=2)))
+    assert brief(row) == dict(config=config, median_ms=80.1, by_sighting=dict(shapes=dict(n=2)))
 
 
 def test_steady_iterations_split_by_how_often_their_shape_came_before():

@@ -20,6 +20,9 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
   (:func:`mavit_mm.engine.input_shapes.split_by_sighting`);
 - test: images/s over the images after the first 10, and the first 10 images' mean seconds.
 
+``--out`` also keeps each run's iteration times (``iteration_times_s``), input shapes (``input_shapes``) and
+test image times (``test_image_times_s``).
+
 ``--profile N``: after the ``--iters`` timed iterations, one more (the profiler's warm-up) and ``N`` profiled
 ones (``tools/train.py --profile``, left out of the figures above): per run, the host time and kernel
 launches per part of the model and the GPU-busy time per iteration (:mod:`mavit_mm.engine.profiling`), and
@@ -28,8 +31,9 @@ torch's table of the ops with the most host time in the run's log.
 ``--triton-cache DIR``: the Triton kernel cache the runs share (default: a new empty folder, so that the
 first run of a model pays its compilation, as on a fresh machine, and later runs reuse it).
 ``--logs DIR``: where each run's output goes as it is printed (``NAME_SWITCH_train.log`` / ``_test.log``),
-so that a run stopped by a time limit still shows how far it got; each finished row is also printed (and
-written to ``--out``) before the next run starts.
+so that a run stopped by a time limit still shows how far it got (a later run of the same config and switch
+adds ``-2``, ``-3``, ...); each finished row is also printed (and written to ``--out``) before the next run
+starts.
 """
 import argparse
 import contextlib
@@ -207,11 +211,28 @@ def _run(cmd: List[str], env: dict, log: str) -> float:
     return time.perf_counter() - start
 
 
+def log_stem(logs: str, config: str, switch: str) -> str:
+    """Where a run's output goes: ``LOGS/NAME_SWITCH`` (``_train.log``, ``_test.log``, ``_gpu.csv`` appended),
+    with ``-2``, ``-3``, ... added where an earlier run of the same config and switch (an invocation sharing
+    ``--logs``) left its files, so that no run's log replaces another's."""
+    base = osp.join(logs, f'{osp.splitext(osp.basename(config))[0]}_{switch.replace(",", "+").replace("=", "-")}')
+    stem, n = base, 1
+    while any(osp.exists(stem + suffix) for suffix in ('_train.log', '_test.log', '_gpu.csv')):
+        n += 1
+        stem = f'{base}-{n}'
+    return stem
+
+
+def brief(row: Dict[str, object]) -> Dict[str, object]:
+    """``row`` without its per-iteration and per-image lists (those go to ``--out`` only)."""
+    return {k: v for k, v in row.items() if not isinstance(v, list)}
+
+
 def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[str, str], env: dict, logs: str) -> dict:
     from mavit_mm.config.run_config import load_config
     data_root = roots['coco' if load_config(config).get('default_scope') == 'mmdet' else 'ade']
     row: Dict[str, object] = dict(config=config, switch=switch)
-    log = osp.join(logs, f'{osp.splitext(osp.basename(config))[0]}_{switch.replace(",", "+").replace("=", "-")}')
+    log = log_stem(logs, config, switch)
     profile = getattr(args, 'profile', 0)
     with tempfile.TemporaryDirectory() as work_dir:
         cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--amp', *switch_args(switch)]
@@ -231,9 +252,11 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         steps = steps[:args.iters]  # the profiled ones run slower
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
+        row['iteration_times_s'] = times
         by_sighting = split_by_sighting(steps, args.warmup)
         if by_sighting is not None:
             row['by_sighting'] = by_sighting
+            row['input_shapes'] = [[int(d['input_h']), int(d['input_w'])] for d in steps]
         run_log = sorted(glob.glob(osp.join(work_dir, '*', '*.log')), key=osp.getmtime)[-1]  # dated lines
         with open(run_log) as f, open(f'{log}_gpu.csv') as g:
             run_text = f.read()
@@ -246,7 +269,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
             if parts is not None:
                 row['startup_parts'] = parts
         row['train_wall_s'] = wall
-        print(json.dumps(row), flush=True)
+        print(json.dumps(brief(row)), flush=True)
         if args.test_images:
             ckpt = sorted(
                 glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(osp.join(work_dir, 'epoch_*.pth')),
@@ -261,6 +284,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
             if len(per_image) > 10:
                 row['test_images_per_s'] = 1 / statistics.median(per_image[10:])
             row['test_first10_s'] = statistics.mean(per_image[:10]) if per_image else float('nan')
+            row['test_image_times_s'] = per_image
             row['test_wall_s'] = twall
     return row
 
@@ -281,7 +305,7 @@ def run(args: argparse.Namespace) -> dict:
     for config in args.configs:
         for switch in args.switches:
             rows.append(run_config(config, switch, args, roots, env, logs))
-            print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps(brief(rows[-1])), flush=True)
             if args.out:
                 result = dict(env=env_info, iters=args.iters, warmup=args.warmup, rows=rows)
                 write_text_atomic(json.dumps(result, indent=2, default=str) + '\n', args.out)

@@ -114,7 +114,8 @@ def format_sighting(split: Dict[str, Dict[str, float]]) -> str:
         f'{g["n"]} {words[k]}: median {g["median_ms"]:.1f} ms, p90 {g["p90_ms"]:.1f} ms' for k, g in split.items()
         if k in words
     ]
-    return f'steady iterations over {split["shapes"]["n"]} input shapes: ' + '; '.join(parts)
+    n = split['shapes']['n']
+    return f'steady iterations, {n} input shape{"s" if n != 1 else ""} in the run: ' + '; '.join(parts)
 
 
 def parse_utilisation(text: str) -> List[Tuple[datetime.datetime, float]]:

@@ -12,8 +12,8 @@ import pytest
 from mmengine.registry import DefaultScope
 
 from mavit_mm.analysis.bench import switch_args
-from mavit_mm.analysis.bench.real_run import (brief, busy_share, log_stem, parse_utilisation, per_image_times,
-                                              startup_parts, steady_stats, train_options)
+from mavit_mm.analysis.bench.real_run import (brief, busy_share, format_sighting, log_stem, parse_utilisation,
+                                              per_image_times, startup_parts, steady_stats, train_options)
 from mavit_mm.bench_data import COCO_COMMON_SIZES, make_bench_data
 from mavit_mm.engine.input_shapes import split_by_sighting
 from helpers import ROOT
@@ -140,6 +140,10 @@ def test_steady_iterations_split_by_how_often_their_shape_came_before():
     assert split['second'] == dict(n=2, median_ms=4500.0, p90_ms=6000.0)
     assert split['later'] == dict(n=2, median_ms=5500.0, p90_ms=7000.0)
     assert split['shapes'] == dict(n=3)
+    assert format_sighting(split) == (
+        'steady iterations, 3 input shapes in the run: 1 at a new input shape: median 5000.0 ms, p90 5000.0 ms; '
+        '2 at a shape seen once: median 4500.0 ms, p90 6000.0 ms; '
+        '2 at a shape seen more often: median 5500.0 ms, p90 7000.0 ms')
     assert split_by_sighting([dict(time=1.0)], warmup=0) is None
 
 

@@ -23,7 +23,8 @@ KEYS = ('input_h', 'input_w')
 @HOOKS.register_module()
 class InputShapeLogHook(Hook):
     """Record the height and width of ``module``'s first input at each training forward as the scalars
-    ``train/input_h`` / ``train/input_w`` of the Runner's message hub.
+    ``train/input_h`` / ``train/input_w`` of the Runner's message hub. Add it with :func:`add_input_shape_log`,
+    which also has the log processor log each iteration's own values (by default it logs a window's mean).
 
     Args:
         module (str): The model's submodule whose input is recorded. Defaults to ``'backbone'``.

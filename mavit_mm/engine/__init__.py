@@ -7,9 +7,10 @@ from .loader_workers import LoaderWorkersShutdownHook
 from .optim_constructor import GroupedOptimWrapperConstructor
 from .profiling import PhaseRangesHook, add_profiling
 from .schedulers import EpochWarmupCosineLR
+from .shape_buckets import BatchShapeBucketPad
 
 __all__ = [
-    'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR', 'GroupedOptimWrapperConstructor',
-    'InputShapeLogHook', 'LoaderWorkersShutdownHook', 'PhaseRangesHook', 'add_input_shape_log', 'add_profiling',
-    'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
+    'BatchShapeBucketPad', 'ConvSizeBucketsHook', 'CUDAGraphHook', 'EpochWarmupCosineLR',
+    'GroupedOptimWrapperConstructor', 'InputShapeLogHook', 'LoaderWorkersShutdownHook', 'PhaseRangesHook',
+    'add_input_shape_log', 'add_profiling', 'apply_fast_train', 'disable_cuda_graphs', 'enable_cuda_graphs'
 ]

@@ -1,0 +1,86 @@
+"""The padded batch shapes a config's training dataloader gives, without a model or a GPU.
+
+What a detection run pays per shape (a step at a new size, a training-graph capture, a graph kept) depends on
+how many padded batch shapes its batches take and how often each comes. :func:`batch_shapes` iterates the
+config's own train dataloader (its sampler with a given seed, its pipeline; no workers) and pads each batch
+as the data preprocessor would, to a multiple of its ``pad_size_divisor``; :func:`bucketed` pads them on as
+:class:`~mavit_mm.engine.shape_buckets.BatchShapeBucketPad` would. ``tools/analysis_tools/batch_shapes.py``
+prints the summary (:func:`summarize`).
+"""
+import math
+from collections import Counter
+from typing import Dict, List, Optional, Tuple
+
+from mmengine.config import Config
+
+from ..engine.shape_buckets import bucket_shape
+
+Shape = Tuple[int, int]
+
+
+def _image_shape(sample) -> Shape:
+    """``(H, W)`` of one packed sample's image (a ``(C, H, W)`` tensor)."""
+    return int(sample.shape[-2]), int(sample.shape[-1])
+
+
+def batch_shapes(cfg: Config, iters: int, seed: int = 0) -> List[Shape]:
+    """The padded ``(H, W)`` of the first ``iters`` training batches of ``cfg`` (data root already set), over as many
+    epochs as it takes."""
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+    loader_cfg = cfg.train_dataloader.copy()
+    loader_cfg.update(num_workers=0, persistent_workers=False, pin_memory=False)
+    divisor = int((cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1)
+    shapes: List[Shape] = []
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        loader = Runner.build_dataloader(loader_cfg, seed=seed)
+        epoch = 0
+        while len(shapes) < iters:
+            # as mmengine's DistSamplerSeedHook does: each epoch its own order
+            sampler = loader.sampler if hasattr(loader.sampler, 'set_epoch') else loader.batch_sampler.sampler
+            sampler.set_epoch(epoch)
+            epoch += 1
+            for batch in loader:
+                sizes = [_image_shape(x) for x in batch['inputs']]
+                h = math.ceil(max(s[0] for s in sizes) / divisor) * divisor
+                w = math.ceil(max(s[1] for s in sizes) / divisor) * divisor
+                shapes.append((h, w))
+                if len(shapes) == iters:
+                    break
+    return shapes
+
+
+def bucketed(shapes: List[Shape], size_divisor: int) -> List[Shape]:
+    """``shapes`` padded on to multiples of ``size_divisor`` (:func:`bucket_shape`)."""
+    return [bucket_shape(h, w, size_divisor) for h, w in shapes]
+
+
+def summarize(shapes: List[Shape], reference: Optional[List[Shape]] = None, max_graphs: int = 48) -> Dict[str, float]:
+    """Distinct shapes, the iterations at a shape's first or second sighting, the share of iterations whose shape
+    is among the first ``max_graphs`` shapes to come twice (those a ``CUDAGraphHook(max_graphs=...)`` replays
+    from the third sighting on), and, given the same batches' ``reference`` shapes, the extra pixels."""
+    seen: Counter = Counter()
+    graphed: List[Shape] = []
+    first = second = replayed = 0
+    for s in shapes:
+        seen[s] += 1
+        if seen[s] == 1:
+            first += 1
+        elif seen[s] == 2:
+            second += 1
+            if len(graphed) < max_graphs:
+                graphed.append(s)
+        elif s in graphed:
+            replayed += 1
+    out = dict(
+        iters=len(shapes),
+        shapes=len(seen),
+        first_sightings=first,
+        second_sightings=second,
+        replayed_share=replayed / len(shapes) if shapes else 0.0)
+    if reference is not None:
+        out['extra_pixels'] = sum(h * w for h, w in shapes) / sum(h * w for h, w in reference) - 1
+    return out
+
+
+__all__ = ['batch_shapes', 'bucketed', 'summarize']

@@ -1,0 +1,59 @@
+"""tools/analysis_tools/batch_shapes.py: the padded shapes of a config's training batches, checked against
+mmdet's own data preprocessor on the same batches."""
+import json
+import math
+
+from mmengine.registry import DefaultScope
+from mmengine.runner import Runner
+
+from mavit_mm.analysis.batch_shapes import batch_shapes, bucketed, summarize
+from mavit_mm.bench_data import make_bench_data
+from mavit_mm.config.run_config import load_config, set_data_root
+from helpers import call_tool
+
+CONFIG = 'configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py'
+
+
+def test_summary_counts_sightings_graphs_and_pixels():
+    a, b, c = (800, 1216), (1088, 800), (768, 1344)
+    shapes = [a, b, a, a, c, b, a, c]
+    # a, b, c first; a, b, c second (the graphs, max 2: a and b); a at its 3rd and 4th: replayed; c's 2nd: none
+    out = summarize(shapes, max_graphs=2)
+    assert out == dict(iters=8, shapes=3, first_sightings=3, second_sightings=3, replayed_share=2 / 8)
+    assert bucketed([a, c], 160) == [(800, 1280), (800, 1440)]
+    ref = [(800, 1000), (1000, 800)]
+    assert summarize([(800, 1120), (1120, 800)], ref)['extra_pixels'] == 1120 * 800 * 2 / (800 * 1000 * 2) - 1
+
+
+def test_shapes_are_what_mmdet_s_preprocessor_pads_the_same_batches_to(tmp_path):
+    roots = make_bench_data(str(tmp_path / 'bench'), coco_train=24, coco_val=2, ade_train=2, ade_val=2)
+    cfg = load_config(CONFIG)
+    set_data_root(cfg, roots['coco'])
+    shapes = batch_shapes(cfg, iters=14, seed=3)  # 24 images: a second epoch, in another order
+    assert len(shapes) == 14 and len(set(shapes)) > 1
+    from mmdet.registry import MODELS
+    loader_cfg = cfg.train_dataloader.copy()
+    loader_cfg.update(num_workers=0, persistent_workers=False, pin_memory=False)
+    expected = []
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        pre = MODELS.build(cfg.model.data_preprocessor)
+        loader = Runner.build_dataloader(loader_cfg, seed=3)
+        for epoch in range(2):
+            loader.batch_sampler.sampler.set_epoch(epoch)
+            expected += [tuple(pre(batch, training=False)['inputs'].shape[-2:]) for batch in loader]
+    assert shapes == expected[:14]
+    assert all(h % 32 == 0 and w % 32 == 0 and max(h, w) <= 1344 for h, w in shapes)
+
+
+def test_batch_shapes_cli(tmp_path, capsys):
+    roots = make_bench_data(str(tmp_path / 'bench'), coco_train=12, coco_val=2, ade_train=2, ade_val=2)
+    out = tmp_path / 'shapes.json'
+    assert call_tool('tools/analysis_tools/batch_shapes.py', CONFIG, '--data-root', roots['coco'], '--iters', '6',
+                     '--size-divisors', '160', '--out', str(out)) == 0
+    result = json.loads(out.read_text())
+    assert len(result['shapes']) == 6 and [r['pad'] for r in result['rows']
+                                           ] == ['to 32 (the config)', 'to 160 (BatchShapeBucketPad)']
+    base, coarse = result['rows']
+    assert coarse['shapes'] <= base['shapes'] and coarse['extra_pixels'] >= 0 == base['extra_pixels']
+    assert all(math.ceil(h / 32) * 32 == h for h, w in result['shapes'])
+    assert '| to 160 (BatchShapeBucketPad) |' in capsys.readouterr().out

@@ -40,6 +40,8 @@ def batch_shapes(cfg: Config, iters: int, seed: int = 0) -> List[Shape]:
             sampler = loader.sampler if hasattr(loader.sampler, 'set_epoch') else loader.batch_sampler.sampler
             sampler.set_epoch(epoch)
             epoch += 1
+            if len(loader) == 0:
+                raise ValueError('the config\'s train dataloader gives no batch: check its data root and ann_file')
             for batch in loader:
                 sizes = [_image_shape(x) for x in batch['inputs']]
                 h = math.ceil(max(s[0] for s in sizes) / divisor) * divisor

@@ -1,13 +1,14 @@
-"""The padded batch shapes a config's training dataloader gives, without a model or a GPU.
+"""The padded batch shapes a config's training batches take, without a model or a GPU.
 
 What a detection run pays per shape (a step at a new size, a training-graph capture, a graph kept) depends on
 how many padded batch shapes its batches take and how often each comes. :func:`batch_shapes` iterates the
-config's own train dataloader (its sampler with a given seed, its pipeline; no workers) and pads each batch
-as the data preprocessor would, to a multiple of its ``pad_size_divisor``; :func:`bucketed` pads them on as
-:class:`~mavit_mm.engine.shape_buckets.BatchShapeBucketPad` would. ``tools/analysis_tools/batch_shapes.py``
-prints the summary (:func:`summarize`).
+config's own train dataloader (its sampler with a given seed, its pipeline; no workers) through the config's
+own data preprocessor in training mode (its padding and batch augments, such as
+:class:`~mavit_mm.engine.shape_buckets.BatchShapeBucketPad`), on the CPU; :func:`bucketed` pads shapes on as
+``BatchShapeBucketPad`` would. ``tools/analysis_tools/batch_shapes.py`` prints the summary (:func:`summarize`).
 """
-import math
+import copy
+import importlib
 from collections import Counter
 from typing import Dict, List, Optional, Tuple
 
@@ -18,21 +19,18 @@ from ..engine.shape_buckets import bucket_shape
 Shape = Tuple[int, int]
 
 
-def _image_shape(sample) -> Shape:
-    """``(H, W)`` of one packed sample's image (a ``(C, H, W)`` tensor)."""
-    return int(sample.shape[-2]), int(sample.shape[-1])
-
-
 def batch_shapes(cfg: Config, iters: int, seed: int = 0) -> List[Shape]:
-    """The padded ``(H, W)`` of the first ``iters`` training batches of ``cfg`` (data root already set), over as many
-    epochs as it takes."""
+    """The ``(H, W)`` the data preprocessor of ``cfg`` gives the first ``iters`` training batches (data root
+    already set), over as many epochs as it takes."""
     from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
+    scope = cfg.get('default_scope', 'mmengine')
     loader_cfg = cfg.train_dataloader.copy()
     loader_cfg.update(num_workers=0, persistent_workers=False, pin_memory=False)
-    divisor = int((cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1)
     shapes: List[Shape] = []
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+    with DefaultScope.overwrite_default_scope(scope):
+        pre_cfg = copy.deepcopy(cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor'))
+        preprocess = importlib.import_module(f'{scope}.registry').MODELS.build(pre_cfg)
         loader = Runner.build_dataloader(loader_cfg, seed=seed)
         epoch = 0
         while len(shapes) < iters:
@@ -43,10 +41,8 @@ def batch_shapes(cfg: Config, iters: int, seed: int = 0) -> List[Shape]:
             if len(loader) == 0:
                 raise ValueError('the config\'s train dataloader gives no batch: check its data root and ann_file')
             for batch in loader:
-                sizes = [_image_shape(x) for x in batch['inputs']]
-                h = math.ceil(max(s[0] for s in sizes) / divisor) * divisor
-                w = math.ceil(max(s[1] for s in sizes) / divisor) * divisor
-                shapes.append((h, w))
+                inputs = preprocess(batch, training=True)['inputs']
+                shapes.append((int(inputs.shape[-2]), int(inputs.shape[-1])))
                 if len(shapes) == iters:
                     break
     return shapes

@@ -1,5 +1,5 @@
-"""tools/analysis_tools/batch_shapes.py: the padded shapes of a config's training batches, checked against
-mmdet's own data preprocessor on the same batches."""
+"""tools/analysis_tools/batch_shapes.py: the padded shapes of a config's training batches, checked against the
+sizes the pipeline gave the same batches' images."""
 import json
 import math
 
@@ -32,23 +32,27 @@ def test_summary_counts_sightings_graphs_and_pixels():
     assert summarize([(800, 1120), (1120, 800)], ref)['extra_pixels'] == 1120 * 800 * 2 / (800 * 1000 * 2) - 1
 
 
-def test_shapes_are_what_mmdet_s_preprocessor_pads_the_same_batches_to(coco_root):
+def test_shapes_are_the_batch_s_largest_resized_image_padded_to_32(coco_root):
     cfg = load_config(CONFIG)
     set_data_root(cfg, coco_root)
     shapes = batch_shapes(cfg, iters=8, seed=3)  # 12 images: a second epoch, in another order
     assert len(shapes) == 8 and len(set(shapes)) > 1
-    from mmdet.registry import MODELS
+    # the same batches, their images' sizes after the pipeline's keep-ratio resize, padded to 32 here
     loader_cfg = cfg.train_dataloader.copy()
     loader_cfg.update(num_workers=0, persistent_workers=False, pin_memory=False)
     expected = []
     with DefaultScope.overwrite_default_scope('mmdet'):
-        pre = MODELS.build(cfg.model.data_preprocessor)
         loader = Runner.build_dataloader(loader_cfg, seed=3)
         for epoch in range(2):
             loader.batch_sampler.sampler.set_epoch(epoch)
-            expected += [tuple(pre(batch, training=False)['inputs'].shape[-2:]) for batch in loader]
+            for batch in loader:
+                sizes = [s.img_shape for s in batch['data_samples']]
+                expected.append(tuple(math.ceil(max(x[i] for x in sizes) / 32) * 32 for i in (0, 1)))
     assert shapes == expected[:8]
-    assert all(h % 32 == 0 and w % 32 == 0 and max(h, w) <= 1344 for h, w in shapes)
+    assert all(max(h, w) <= 1344 for h, w in shapes)
+    # a config's batch augments count: opting in to BatchShapeBucketPad gives the bucketed shapes
+    cfg.model.data_preprocessor.batch_augments = [dict(type='BatchShapeBucketPad', size_divisor=160, pad_mask=True)]
+    assert batch_shapes(cfg, iters=8, seed=3) == bucketed(shapes, 160)
 
 
 def test_batch_shapes_cli(coco_root, tmp_path, capsys):
@@ -56,9 +60,9 @@ def test_batch_shapes_cli(coco_root, tmp_path, capsys):
     assert call_tool('tools/analysis_tools/batch_shapes.py', CONFIG, '--data-root', coco_root, '--iters', '6',
                      '--size-divisors', '160', '--out', str(out)) == 0
     result = json.loads(out.read_text())
-    assert len(result['shapes']) == 6 and [r['pad'] for r in result['rows']
-                                           ] == ['to 32 (the config)', 'to 160 (BatchShapeBucketPad)']
+    assert len(result['shapes']) == 6
+    assert [r['pad'] for r in result['rows']] == ["the config's preprocessor", 'on to 160 (BatchShapeBucketPad)']
     base, coarse = result['rows']
     assert coarse['shapes'] <= base['shapes'] and coarse['extra_pixels'] >= 0 == base['extra_pixels']
     assert all(math.ceil(h / 32) * 32 == h for h, w in result['shapes'])
-    assert '| to 160 (BatchShapeBucketPad) |' in capsys.readouterr().out
+    assert '| on to 160 (BatchShapeBucketPad) |' in capsys.readouterr().out

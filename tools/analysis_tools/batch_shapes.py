@@ -3,11 +3,12 @@
     python tools/analysis_tools/batch_shapes.py configs/mask_rcnn/mask-rcnn_mavit-t_fpn_1x_coco.py \
         --data-root data/coco --iters 320 --size-divisors 64 160
 
-Iterates the config's own train dataloader on the CPU (its sampler with ``--seed``, its pipeline, no model) and
-pads each batch as the data preprocessor does (to its ``pad_size_divisor``), then, per ``--size-divisors``
-entry, as ``BatchShapeBucketPad(size_divisor=D)`` would. Per row: distinct shapes, iterations at a shape's first
-and second sighting (a new size; a training-graph capture), the share replayed by ``CUDAGraphHook(max_graphs=
---max-graphs)``, and the extra pixels against the preprocessor's own padding (:mod:`mavit_mm.analysis.batch_shapes`).
+Iterates the config's own train dataloader on the CPU (its sampler with ``--seed``, its pipeline) through its own
+data preprocessor in training mode (its padding and batch augments; no model), then pads each batch on, per
+``--size-divisors`` entry, as ``BatchShapeBucketPad(size_divisor=D)`` would. Per row: distinct shapes,
+iterations at a shape's first and second sighting (a new size; a training-graph capture), the share replayed
+by ``CUDAGraphHook(max_graphs=--max-graphs)``, and the extra pixels against the preprocessor's own padding
+(:mod:`mavit_mm.analysis.batch_shapes`).
 """
 import argparse
 import json
@@ -41,10 +42,9 @@ def main() -> None:
     if args.data_root:
         set_data_root(cfg, args.data_root)
     base = batch_shapes(cfg, args.iters, args.seed)
-    divisor = (cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1)
-    rows = [dict(pad=f'to {divisor} (the config)', **summarize(base, base, args.max_graphs))]
+    rows = [dict(pad="the config's preprocessor", **summarize(base, base, args.max_graphs))]
     for d in args.size_divisors:
-        rows.append(dict(pad=f'to {d} (BatchShapeBucketPad)', **summarize(bucketed(base, d), base, args.max_graphs)))
+        rows.append(dict(pad=f'on to {d} (BatchShapeBucketPad)', **summarize(bucketed(base, d), base, args.max_graphs)))
     print(f'{args.iters} training batches of {args.config} (seed {args.seed})')
     print(f'| padded | shapes | at a new shape | at a shape seen once | replayed by {args.max_graphs} graphs | '
           'extra pixels |')

@@ -20,8 +20,8 @@ unsmoothed, backbone weights from scratch (``init_cfg=None``); its last checkpoi
   (:func:`mavit_mm.engine.input_shapes.split_by_sighting`);
 - test: images/s over the images after the first 10, and the first 10 images' mean seconds.
 
-``--out`` also keeps each run's iteration times (``iteration_times_s``), input shapes (``input_shapes``) and
-test image times (``test_image_times_s``).
+``--out`` also keeps each run's iteration times (``iteration_times_s``, ``data_times_s``), input shapes
+(``input_shapes``) and test image times (``test_image_times_s``).
 
 ``--profile N``: after the ``--iters`` timed iterations, one more (the profiler's warm-up) and ``N`` profiled
 ones (``tools/train.py --profile``, left out of the figures above): per run, the host time and kernel
@@ -254,6 +254,7 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
         times = [d['time'] for d in steps]
         row.update(steady_stats(times, [d['data_time'] for d in steps], args.warmup))
         row['iteration_times_s'] = times
+        row['data_times_s'] = [d['data_time'] for d in steps]
         by_sighting = split_by_sighting(steps, args.warmup)
         if by_sighting is not None:
             row['by_sighting'] = by_sighting

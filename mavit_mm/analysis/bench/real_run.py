@@ -271,8 +271,8 @@ def run_config(config: str, switch: str, args: argparse.Namespace, roots: Dict[s
             if parts is not None:
                 row['startup_parts'] = parts
         row['train_wall_s'] = wall
-        print(json.dumps(brief(row)), flush=True)
         if args.test_images:
+            print(json.dumps(brief(row)), flush=True)  # the training figures, before the test run
             ckpt = sorted(
                 glob.glob(osp.join(work_dir, 'iter_*.pth')) + glob.glob(osp.join(work_dir, 'epoch_*.pth')),
                 key=osp.getmtime)[-1]

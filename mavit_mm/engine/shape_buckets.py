@@ -1,8 +1,8 @@
 """Pad each training batch up to a multiple of a coarse size, so that COCO's batches take a few shapes.
 
 mmdet pads a batch to a multiple of 32: with COCO's keep-ratio resize to 1333 x 800 that gives a few dozen
-padded shapes in a hundred iterations and some 340 in an epoch, and each new shape costs a step that plans
-and allocates per size, and with training graphs (:class:`~mavit_mm.engine.cuda_graphs.CUDAGraphHook`) a
+padded shapes in a few hundred iterations (``tools/analysis_tools/batch_shapes.py`` counts them for a config;
+docs/speed.md), and each new shape costs a step that plans and allocates per size, and with training graphs (:class:`~mavit_mm.engine.cuda_graphs.CUDAGraphHook`) a
 capture; shapes beyond ``max_graphs`` run eagerly. :class:`BatchShapeBucketPad`, a batch augment of mmdet's
 ``DetDataPreprocessor``, pads further, to a multiple of ``size_divisor`` per side (160 keeps COCO's 800-pixel
 side as it is), with mmdet's own :class:`BatchFixedSizePad` doing the padding (images, and instance masks
@@ -12,7 +12,7 @@ This changes what the backbone computes, which is why no config uses it unless i
 attention averages over every token of the map, the padded ones included, so the extra zeros change the
 features at the real pixels too (measured in docs/speed.md); softmax windows and convolutions near the
 border see them as well. Training only: mmdet applies batch augments to training batches, so tests and
-inference keep their padding to 32.
+inference keep their padding to 32 (where ``DetDataPreprocessor(pad_size_divisor=160)`` would pad them too).
 """
 import math
 from typing import List, Optional, Tuple

@@ -3,10 +3,10 @@
 mmdet pads a batch to a multiple of 32: with COCO's keep-ratio resize to 1333 x 800 that gives a few dozen
 padded shapes in a few hundred iterations (``tools/analysis_tools/batch_shapes.py`` counts them for a config;
 docs/speed.md), and each new shape costs a step that plans and allocates per size, and with training graphs
-(:class:`~mavit_mm.engine.cuda_graphs.CUDAGraphHook`) a capture; shapes beyond ``max_graphs`` run eagerly. :class:`BatchShapeBucketPad`, a batch augment of mmdet's
-``DetDataPreprocessor``, pads further, to a multiple of ``size_divisor`` per side (160 keeps COCO's 800-pixel
-side as it is), with mmdet's own :class:`BatchFixedSizePad` doing the padding (images, and instance masks
-with ``pad_mask=True``).
+(:class:`~mavit_mm.engine.cuda_graphs.CUDAGraphHook`) a capture; shapes beyond ``max_graphs`` run eagerly.
+:class:`BatchShapeBucketPad`, a batch augment of mmdet's ``DetDataPreprocessor``, pads further, to a multiple
+of ``size_divisor`` per side (160 keeps COCO's 800-pixel side as it is), with mmdet's own
+:class:`BatchFixedSizePad` doing the padding (images, and instance masks with ``pad_mask=True``).
 
 This changes what the backbone computes, which is why no config uses it unless it opts in. MALA's
 attention averages over every token of the map, the padded ones included, so the extra zeros change the

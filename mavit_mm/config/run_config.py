@@ -239,11 +239,11 @@ def load_model_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 
 def add_cuda_graph_hook(cfg: Config, mode: str, module: str = 'backbone') -> None:
     """Append ``CUDAGraphHook(module, mode)`` (:mod:`mavit_mm.engine.cuda_graphs`) to ``cfg.custom_hooks``,
-    replacing one the config already has for the same module (whose ``max_graphs`` it keeps)."""
+    replacing one the config already has for the same module (whose ``max_graphs`` and ``capture_after`` it keeps)."""
     hooks, extra = [], {}
     for h in cfg.get('custom_hooks', None) or []:
         if h.get('type') == 'CUDAGraphHook' and h.get('module', 'backbone') == module:
-            extra = {k: h[k] for k in ('max_graphs', ) if k in h}
+            extra = {k: h[k] for k in ('max_graphs', 'capture_after') if k in h}
         else:
             hooks.append(h)
     cfg.custom_hooks = hooks + [dict(type='CUDAGraphHook', module=module, mode=mode, **extra)]

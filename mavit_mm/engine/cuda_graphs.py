@@ -13,7 +13,7 @@ MAViT-specific: any module whose forward takes one tensor and returns a tensor o
 - ``mode='eval'`` (:class:`EvalGraphs`): no-grad eval forwards; every new input shape costs a capture
   and keeps its graph (the least recently used of ``max_graphs`` is dropped).
 - ``mode='train'`` (:class:`TrainGraphs`): the forward and its backward as two graphs per input shape,
-  replayed by one autograd function, once a shape is seen a second time. Gradients reach ``.grad`` as
+  replayed by one autograd function, once a shape is seen a second time (``capture_after=0``: the first). Gradients reach ``.grad`` as
   usual, BN running statistics and DropPath draw anew on every replay, and a run draws the DropPath
   masks its eager twin with the same seed draws (the capture's warm-up runs give back the draws they
   took). What it needs: the input shapes repeat (fixed-size crops); no SyncBN (collectives are not
@@ -293,12 +293,14 @@ def _memory_to_spare(device: torch.device) -> bool:
 
 class TrainGraphs:
     """Training forwards and their backwards replayed from two CUDA graphs per input key, captured once a
-    key is seen a second time (up to ``max_graphs`` keys, and while :func:`_memory_to_spare`; the rest run
-    eagerly). One memory pool serves every key: their replays never overlap, as a forward waits for the
+    key has run ``capture_after`` steps eagerly (by default: when it is seen a second time, so that a shape
+    that comes once takes no graph), up to ``max_graphs`` keys and while :func:`_memory_to_spare`; the rest
+    run eagerly. One memory pool serves every key: their replays never overlap, as a forward waits for the
     previous backward."""
 
-    def __init__(self, max_graphs: int = 8) -> None:
+    def __init__(self, max_graphs: int = 8, capture_after: int = 1) -> None:
         self.max_graphs = max_graphs
+        self.capture_after = capture_after
         self.entries: Dict[Hashable, _Entry] = {}
         self.seen: Dict[Hashable, int] = {}
         self.pool: Optional[Tuple[int, int]] = None
@@ -338,7 +340,7 @@ class TrainGraphs:
             if len(self.seen) > 4096:  # many shapes (multi-scale training): count afresh
                 self.seen.clear()
             self.seen[key] = self.seen.get(key, 0) + 1
-            if self.seen[key] < 2 or len(self.entries) >= self.max_graphs or self.memory_full:
+            if self.seen[key] <= self.capture_after or len(self.entries) >= self.max_graphs or self.memory_full:
                 return fn(x)
             if not _memory_to_spare(x.device):
                 self.memory_full = True
@@ -463,13 +465,14 @@ class GraphedForward:
     copy or pickle of the module gets a fresh one for the copy, with no graphs.
     """
 
-    def __init__(self, module: nn.Module, mode: str, max_graphs: int = 8) -> None:
+    def __init__(self, module: nn.Module, mode: str, max_graphs: int = 8, capture_after: int = 1) -> None:
         self._module = weakref.ref(module)
         self.mode = mode
         self.max_graphs = max_graphs
+        self.capture_after = capture_after
         self.index = _StateIndex(module)
         self.eval_graphs = EvalGraphs(max_graphs) if mode in ('eval', 'all') else None
-        self.train_graphs = TrainGraphs(max_graphs) if mode in ('train', 'all') else None
+        self.train_graphs = TrainGraphs(max_graphs, capture_after) if mode in ('train', 'all') else None
         self.single_output = False  # the forward returns a tensor, not a tuple (known once it has run)
         _WATCH.acquire()
         self._release = weakref.finalize(self, _WATCH.release)
@@ -484,7 +487,7 @@ class GraphedForward:
         self._release()
 
     def __reduce__(self):
-        return GraphedForward, (self._module(), self.mode, self.max_graphs)
+        return GraphedForward, (self._module(), self.mode, self.max_graphs, self.capture_after)
 
     def __call__(self, *args, **kwargs):
         module = self._module()
@@ -512,10 +515,19 @@ def _check_max_graphs(value: object, who: str) -> None:
         raise ValueError(f'{who} max_graphs must be a positive int (the input shapes given graphs), got {value!r}')
 
 
-def enable_cuda_graphs(module: nn.Module, mode: str = 'eval', max_graphs: int = 8) -> nn.Module:
+def _check_capture_after(value: object, who: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f'{who} capture_after must be an int >= 0 (the eager steps of a new input shape before '
+                         f'its training graphs are captured: 1 captures at its second step, 0 at its first), '
+                         f'got {value!r}')
+
+
+def enable_cuda_graphs(module: nn.Module, mode: str = 'eval', max_graphs: int = 8, capture_after: int = 1) -> nn.Module:
     """Replay ``module``'s forward from CUDA graphs (see the module docstring for ``mode``), keeping graphs
     for at most ``max_graphs`` input shapes per mode (each shape's graphs keep their static inputs, outputs
     and, in training, gradients: about 70 MB a shape for MAViT-T in a COCO-sized detector run, docs/speed.md).
+    In training a new input shape runs ``capture_after`` steps eagerly before its graphs are captured (the
+    capture's own warm-up steps come on top).
 
     The module keeps its parameters, state dict and class; only this instance's ``forward`` changes.
     A module may define ``check_cuda_graphs(mode)`` to refuse a mode it cannot be captured in (MAViT
@@ -524,11 +536,12 @@ def enable_cuda_graphs(module: nn.Module, mode: str = 'eval', max_graphs: int = 
     if mode not in CUDA_GRAPHS_MODES:
         raise ValueError(f'cuda graphs mode must be one of {CUDA_GRAPHS_MODES}, got {mode!r}')
     _check_max_graphs(max_graphs, 'cuda graphs')
+    _check_capture_after(capture_after, 'cuda graphs')
     check = getattr(module, 'check_cuda_graphs', None)
     if callable(check):
         check(mode)
     disable_cuda_graphs(module)
-    module.forward = GraphedForward(module, mode, max_graphs)
+    module.forward = GraphedForward(module, mode, max_graphs, capture_after)
     return module
 
 
@@ -582,17 +595,22 @@ class CUDAGraphHook(Hook):
         max_graphs (int): Input shapes with graphs, per mode: in ``'eval'`` the least recently used
             shape's graph makes way for a new one, in ``'train'`` further shapes run eagerly. Defaults to 8
             (fixed-size crops need one).
+        capture_after (int): In ``'train'``, the steps a new input shape runs eagerly before its graphs
+            are captured. Defaults to 1: a shape's second step is captured, so shapes that come once take
+            no graph; 0 captures at the first step, so that a shape costs one slow step instead of two.
     """
 
     priority = 'LOW'
 
-    def __init__(self, module: str = 'backbone', mode: str = 'eval', max_graphs: int = 8) -> None:
+    def __init__(self, module: str = 'backbone', mode: str = 'eval', max_graphs: int = 8, capture_after: int = 1) -> None:
         if mode not in CUDA_GRAPHS_MODES:
             raise ValueError(f'CUDAGraphHook: mode must be one of {CUDA_GRAPHS_MODES}, got {mode!r}')
         _check_max_graphs(max_graphs, 'CUDAGraphHook:')
+        _check_capture_after(capture_after, 'CUDAGraphHook:')
         self.module = module
         self.mode = mode
         self.max_graphs = max_graphs
+        self.capture_after = capture_after
         self._target: Optional['weakref.ref[nn.Module]'] = None
 
     def before_run(self, runner) -> None:
@@ -603,7 +621,7 @@ class CUDAGraphHook(Hook):
             raise ValueError(f'CUDAGraphHook: the model ({type(model).__name__}) has no submodule '
                              f'{self.module!r}; set module= to one of its children, e.g. '
                              f'{[n for n, _ in model.named_children()]}') from e
-        enable_cuda_graphs(target, self.mode, self.max_graphs)
+        enable_cuda_graphs(target, self.mode, self.max_graphs, self.capture_after)
         self._target = weakref.ref(target)
 
     def after_run(self, runner) -> None:

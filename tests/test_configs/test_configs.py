@@ -158,17 +158,18 @@ def test_detection_1x_configs_replay_the_backbone_from_training_graphs():
 
 def test_cuda_graphs_switch_replaces_the_configs_hook_and_keeps_its_limit():
     """tools/train.py / test.py --cuda-graphs MODE: one CUDAGraphHook for the backbone, in MODE, with the
-    config's own max_graphs where it sets one; other hooks, and graph hooks of other modules, stay."""
+    config's own max_graphs and capture_after where it sets them; other hooks, and graph hooks of other
+    modules, stay."""
     from mavit_mm.config.run_config import add_cuda_graph_hook
     cfg = Config(
         dict(custom_hooks=[
-            dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=32),
+            dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=32, capture_after=0),
             dict(type='ConvSizeBucketsHook')
         ]))
     add_cuda_graph_hook(cfg, 'all')
     assert cfg.custom_hooks == [
         dict(type='ConvSizeBucketsHook'),
-        dict(type='CUDAGraphHook', module='backbone', mode='all', max_graphs=32)
+        dict(type='CUDAGraphHook', module='backbone', mode='all', max_graphs=32, capture_after=0)
     ]
     cfg = Config(dict(custom_hooks=[dict(type='CUDAGraphHook', module='neck', mode='eval')]))
     add_cuda_graph_hook(cfg, 'train')

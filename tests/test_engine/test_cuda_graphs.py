@@ -233,6 +233,27 @@ def test_cuda_graphs_train_keeps_at_most_max_graphs_shapes():
 
 
 @needs_cuda
+def test_cuda_graphs_train_capture_after_0_replays_every_step():
+    """``capture_after=0``: a shape's first step is already captured and replayed (no eager step), with the
+    eager run's outputs and gradients; 5 steps over 2 shapes are 5 replays of 2 captures."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    eager = randomize_(MAViT(arch='t', drop_path_rate=0.0)).cuda().train()
+    graphed = copy.deepcopy(eager)
+    enable_cuda_graphs(graphed, 'train', capture_after=0)
+    train_graphs = graphed_forward(graphed).train_graphs
+    for step, (h, w) in enumerate([(96, 128), (96, 128), (64, 160), (96, 128), (64, 160)]):
+        _zero_grads(eager, graphed, set_to_none=True)
+        x = torch.randn(2, 3, h, w, device='cuda')
+        outs_g, gx_g, grads_g = forward_backward(graphed, x, None)
+        outs_e, gx_e, grads_e = forward_backward(eager, x, None)
+        assert train_graphs.replays == step + 1
+        assert max(rel_err(a, b) for a, b in zip(outs_g, outs_e)) < 1e-5, step
+        assert grad_err(grads_g, grads_e) < 1e-5, step
+    assert len(train_graphs.entries) == 2
+
+
+@needs_cuda
 def test_cuda_graphs_train_captures_nothing_without_memory_to_spare(monkeypatch):
     """Below the free-memory share no shape is captured, not even one seen three times: the steps run eagerly."""
     from mavit_mm.engine import cuda_graphs
@@ -327,13 +348,18 @@ def test_enable_checks_and_undo():
     for bad in (0, -1, 2.5, True, '8'):
         with pytest.raises(ValueError, match='max_graphs must be a positive int'):
             enable_cuda_graphs(model, 'train', max_graphs=bad)
-    enable_cuda_graphs(model, 'all', max_graphs=3)
+    for bad in (-1, 0.5, True, '1'):
+        with pytest.raises(ValueError, match='capture_after must be an int >= 0'):
+            enable_cuda_graphs(model, 'train', capture_after=bad)
+    assert graphed_forward(enable_cuda_graphs(model, 'train')).train_graphs.capture_after == 1
+    enable_cuda_graphs(model, 'all', max_graphs=3, capture_after=0)
     forward = graphed_forward(model)
     assert forward.eval_graphs.max_graphs == forward.train_graphs.max_graphs == 3
     state = model.state_dict()
     copied = copy.deepcopy(model)
     assert graphed_forward(copied).module is copied  # a copy graphs itself, not the original
     assert graphed_forward(copied).train_graphs.max_graphs == 3
+    assert graphed_forward(copied).train_graphs.capture_after == 0
     disable_cuda_graphs(model)
     assert cuda_graphs_mode(model) is None and model.state_dict().keys() == state.keys()
 
@@ -362,18 +388,19 @@ def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):
         limits = []
 
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-            self.limits.append(graphed_forward(runner.model.backbone).train_graphs.max_graphs)
+            train_graphs = graphed_forward(runner.model.backbone).train_graphs
+            self.limits.append((train_graphs.max_graphs, train_graphs.capture_after))
 
     runner = make_runner(
         tmp_path / 'ok',
         custom_hooks=[
-            dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=5),
+            dict(type='CUDAGraphHook', module='backbone', mode='train', max_graphs=5, capture_after=0),
             RecordMode(),
             RecordLimit()
         ])
     runner.train()
     assert RecordMode.modes == ['train'] * 6 and runner.iter == 6
-    assert RecordLimit.limits == [5] * 6
+    assert RecordLimit.limits == [(5, 0)] * 6
     assert cuda_graphs_mode(runner.model.backbone) is None
     bad = make_runner(tmp_path / 'bad', custom_hooks=[dict(type='CUDAGraphHook', module='neck')])
     with pytest.raises(ValueError, match="has no submodule 'neck'"):
@@ -382,3 +409,5 @@ def test_hook_graphs_the_named_submodule_of_a_real_runner(tmp_path):
         HOOKS.build(dict(type='CUDAGraphHook', mode='infer'))
     with pytest.raises(ValueError, match='max_graphs must be a positive int'):
         HOOKS.build(dict(type='CUDAGraphHook', mode='train', max_graphs=0))
+    with pytest.raises(ValueError, match='capture_after must be an int >= 0'):
+        HOOKS.build(dict(type='CUDAGraphHook', mode='train', capture_after=-1))

@@ -13,10 +13,10 @@ MAViT-specific: any module whose forward takes one tensor and returns a tensor o
 - ``mode='eval'`` (:class:`EvalGraphs`): no-grad eval forwards; every new input shape costs a capture
   and keeps its graph (the least recently used of ``max_graphs`` is dropped).
 - ``mode='train'`` (:class:`TrainGraphs`): the forward and its backward as two graphs per input shape,
-  replayed by one autograd function, once a shape is seen a second time (``capture_after=0``: the first). Gradients reach ``.grad`` as
-  usual, BN running statistics and DropPath draw anew on every replay, and a run draws the DropPath
-  masks its eager twin with the same seed draws (the capture's warm-up runs give back the draws they
-  took). What it needs: the input shapes repeat (fixed-size crops); no SyncBN (collectives are not
+  replayed by one autograd function, once a shape is seen a second time (``capture_after=0``: the first).
+  Gradients reach ``.grad`` as usual, BN running statistics and DropPath draw anew on every replay, and a
+  run draws the DropPath masks its eager twin with the same seed draws (the capture's warm-up runs give
+  back the draws they took). What it needs: the input shapes repeat (fixed-size crops); no SyncBN (collectives are not
   captured) and no recomputation that re-seeds random ops in the backward (MAViT's ``with_cp=True``); one
   backward per forward before the next forward of the same module (a second forward while a backward is
   pending runs eagerly, with a warning).
@@ -602,7 +602,11 @@ class CUDAGraphHook(Hook):
 
     priority = 'LOW'
 
-    def __init__(self, module: str = 'backbone', mode: str = 'eval', max_graphs: int = 8, capture_after: int = 1) -> None:
+    def __init__(self,
+                 module: str = 'backbone',
+                 mode: str = 'eval',
+                 max_graphs: int = 8,
+                 capture_after: int = 1) -> None:
         if mode not in CUDA_GRAPHS_MODES:
             raise ValueError(f'CUDAGraphHook: mode must be one of {CUDA_GRAPHS_MODES}, got {mode!r}')
         _check_max_graphs(max_graphs, 'CUDAGraphHook:')

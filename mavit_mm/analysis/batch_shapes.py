@@ -10,7 +10,7 @@ own data preprocessor in training mode (its padding and batch augments, such as
 import copy
 import importlib
 from collections import Counter
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from mmengine.config import Config
 
@@ -53,23 +53,28 @@ def bucketed(shapes: List[Shape], size_divisor: int) -> List[Shape]:
     return [bucket_shape(h, w, size_divisor) for h, w in shapes]
 
 
-def summarize(shapes: List[Shape], reference: Optional[List[Shape]] = None, max_graphs: int = 48) -> Dict[str, float]:
-    """Distinct shapes, the iterations at a shape's first or second sighting, the share of iterations whose shape
-    is among the first ``max_graphs`` shapes to come twice (those a ``CUDAGraphHook(max_graphs=...)`` replays
-    from the third sighting on), and, given the same batches' ``reference`` shapes, the extra pixels."""
+def summarize(shapes: List[Shape],
+              reference: Optional[List[Shape]] = None,
+              max_graphs: int = 48,
+              capture_after: int = 1) -> Dict[str, float]:
+    """Distinct shapes, the iterations at a shape's first or second sighting, the share of iterations a
+    ``CUDAGraphHook(max_graphs=..., capture_after=...)`` replays, and, given the same batches' ``reference``
+    shapes, the extra pixels.
+
+    The hook captures a shape at its sighting number ``capture_after + 1`` while it holds fewer than
+    ``max_graphs`` shapes, and replays that shape's later sightings; the capturing step itself is no replay.
+    """
     seen: Counter = Counter()
-    graphed: List[Shape] = []
+    graphed: Set[Shape] = set()
     first = second = replayed = 0
     for s in shapes:
         seen[s] += 1
-        if seen[s] == 1:
-            first += 1
-        elif seen[s] == 2:
-            second += 1
-            if len(graphed) < max_graphs:
-                graphed.append(s)
-        elif s in graphed:
+        first += seen[s] == 1
+        second += seen[s] == 2
+        if s in graphed:
             replayed += 1
+        elif seen[s] == capture_after + 1 and len(graphed) < max_graphs:
+            graphed.add(s)
     out = dict(
         iters=len(shapes),
         shapes=len(seen),

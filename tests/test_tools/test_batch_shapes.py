@@ -27,6 +27,9 @@ def test_summary_counts_sightings_graphs_and_pixels():
     # a, b, c first; a, b, c second (the graphs, max 2: a and b); a at its 3rd and 4th: replayed; c's 2nd: none
     out = summarize(shapes, max_graphs=2)
     assert out == dict(iters=8, shapes=3, first_sightings=3, second_sightings=3, replayed_share=2 / 8)
+    # capture_after=0: a and b captured at their first sighting (c finds no room); their 4 later ones replayed
+    assert summarize(shapes, max_graphs=2, capture_after=0)['replayed_share'] == 4 / 8
+    assert summarize(shapes, max_graphs=3, capture_after=0)['replayed_share'] == 5 / 8
     assert bucketed([a, c], 160) == [(800, 1280), (800, 1440)]
     ref = [(800, 1000), (1000, 800)]
     assert summarize([(800, 1120), (1120, 800)], ref)['extra_pixels'] == 1120 * 800 * 2 / (800 * 1000 * 2) - 1

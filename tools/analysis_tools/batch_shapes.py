@@ -7,8 +7,8 @@ Iterates the config's own train dataloader on the CPU (its sampler with ``--seed
 data preprocessor in training mode (its padding and batch augments; no model), then pads each batch on, per
 ``--size-divisors`` entry, as ``BatchShapeBucketPad(size_divisor=D)`` would. Per row: distinct shapes,
 iterations at a shape's first and second sighting (a new size; a training-graph capture), the share replayed
-by ``CUDAGraphHook(max_graphs=--max-graphs, capture_after=--capture-after)``, and the extra pixels against the preprocessor's own padding
-(:mod:`mavit_mm.analysis.batch_shapes`).
+by ``CUDAGraphHook(max_graphs=--max-graphs, capture_after=--capture-after)``, and the extra pixels against the
+preprocessor's own padding (:mod:`mavit_mm.analysis.batch_shapes`).
 """
 import argparse
 import json
@@ -34,7 +34,10 @@ def main() -> None:
     parser.add_argument('--size-divisors', type=positive_int, nargs='*', default=[], help='bucket sizes to compare')
     parser.add_argument('--max-graphs', type=positive_int, default=48, help="CUDAGraphHook's max_graphs")
     parser.add_argument(
-        '--capture-after', type=non_negative_int, default=1, help="CUDAGraphHook's capture_after (0: at a first sighting)")
+        '--capture-after',
+        type=non_negative_int,
+        default=1,
+        help="CUDAGraphHook's capture_after (0: capture at a shape's first sighting)")
     parser.add_argument('--out', help='write the rows and every batch shape as json (atomically)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config settings')
     args = parser.parse_args()
@@ -46,7 +49,8 @@ def main() -> None:
     base = batch_shapes(cfg, args.iters, args.seed)
     rows = [dict(pad="the config's preprocessor", **summarize(base, base, args.max_graphs, args.capture_after))]
     for d in args.size_divisors:
-        rows.append(dict(pad=f'on to {d} (BatchShapeBucketPad)', **summarize(bucketed(base, d), base, args.max_graphs, args.capture_after)))
+        summary = summarize(bucketed(base, d), base, args.max_graphs, args.capture_after)
+        rows.append(dict(pad=f'on to {d} (BatchShapeBucketPad)', **summary))
     print(f'{args.iters} training batches of {args.config} (seed {args.seed})')
     print(f'| padded | shapes | at a new shape | at a shape seen once | replayed by {args.max_graphs} graphs | '
           'extra pixels |')

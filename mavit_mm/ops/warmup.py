@@ -11,6 +11,7 @@ variants are then in the cache and the model's own launches load them instead of
 A job is a tuple of plain values::
 
     ('mala', head_dim, heads, dtype, 'forward' | 'backward')
+    ('rotary', head_dim, heads, dtype, 'forward' | 'backward')
     ('depthwise', kernel_size, channels, dtype, 'forward' | 'forward_nobias' | 'grad_weight')
 
 with ``dtype`` one of ``'float32' | 'float16' | 'bfloat16'``. A job launches the same kernels with the
@@ -235,6 +236,18 @@ def run_job(job: Job, device: torch.device) -> None:
             kernels.mala_backward(q, k, v, sin, cos, kv, km, vm, grad, scale)
         else:
             raise ValueError(f'unknown MALA job {what!r}')
+    elif kind == 'rotary':
+        from .rotary import triton as kernels
+        head_dim, heads, n = size, width, 12
+        qkvo = randn(1, 4 * heads * head_dim, 3, 4).contiguous(memory_format=torch.channels_last)
+        q = qkvo.chunk(4, dim=1)[0].reshape(1, heads, head_dim, n).transpose(-2, -1)
+        theta = torch.rand(n, head_dim, generator=gen).to(device)
+        if what == 'forward':
+            kernels.rotary_forward(q, theta.sin(), theta.cos(), dtype)
+        elif what == 'backward':
+            kernels.rotary_backward(torch.randn_like(q), theta.sin(), theta.cos(), dtype)
+        else:
+            raise ValueError(f'unknown rotary job {what!r}')
     elif kind == 'depthwise':
         from .depthwise import triton as kernels
         ksize, channels = size, width

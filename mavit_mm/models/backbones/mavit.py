@@ -23,7 +23,7 @@ from mavit_mm.ops.mala import kernels_can_run
 from mavit_mm.ops.warmup import warm_up
 from mavit_mm.registry import MODELS
 from ..layers.block import ATTENTIONS, LayerNorm2d, MAViTBlock
-from ..layers.conv import dense
+from ..layers.conv import autocast_weights_ahead, dense
 from ..layers.rotary import RotaryEmbedding2d
 from ..layers.warmup import kernel_jobs
 from ..pretrained import load_pretrained_backbone
@@ -163,12 +163,15 @@ class MAViTStage(nn.Module):
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         rope = self.RoPE(x.shape[-2:])
-        for block in self.blocks:
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, rope, use_reentrant=False)
-            else:
-                x = block(x, rope)
-        return x, (self.downsample(x) if self.downsample is not None else x)
+        # on the fast path under autocast: the stage's convolution weights cast in one launch, not one each
+        ahead = autocast_weights_ahead(self.children(), x) if self.blocks[0].fast_convs else contextlib.nullcontext()
+        with ahead:
+            for block in self.blocks:
+                if self.with_cp and x.requires_grad:
+                    x = cp.checkpoint(block, x, rope, use_reentrant=False)
+                else:
+                    x = block(x, rope)
+            return x, (self.downsample(x) if self.downsample is not None else x)
 
 
 @MODELS.register_module()
@@ -474,7 +477,8 @@ class MAViT(BaseModule):
 
     def _forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         """The stem, the stages and the output norms: what :meth:`forward` computes."""
-        x = self.patch_embed(x)
+        with autocast_weights_ahead([self.patch_embed], x) if self.fast_path != 'off' else contextlib.nullcontext():
+            x = self.patch_embed(x)
         # channels-last blocks on the fast path: LayerNorm2d's permutes become views, the attention's
         # q/k/v views are read in place by the kernels, 1x1 convs run as NHWC GEMMs. The stem and the
         # downsamples stay NCHW: cuDNN plans their convolutions per input size, cheaply only in NCHW.

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from mavit_mm.ops.rotary import apply_rotary
+from mavit_mm.ops.rotary import rotate_to
 from mavit_mm.registry import MODELS
 from .attention_base import ConvAttentionBase
 
@@ -14,24 +14,32 @@ from .attention_base import ConvAttentionBase
 SDPA_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
-def rope_softmax_attention(q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor, scale: float) -> Tensor:
+def rope_softmax_attention(q: Tensor,
+                           k: Tensor,
+                           v: Tensor,
+                           sin: Tensor,
+                           cos: Tensor,
+                           scale: float,
+                           fused_rotary: bool = False) -> Tensor:
     """``softmax(s * rot(q) rot(k)^T) v`` per head through torch's fused SDPA kernels.
 
     Args:
         q, k, v (Tensor): ``(B, heads, N, head_dim)``.
         sin, cos (Tensor): Rotary tables ``(N, head_dim)``.
         scale (float): ``head_dim ** -0.5``.
+        fused_rotary (bool): Rotate q and k with the Triton kernels where they run (the same values;
+            :func:`mavit_mm.ops.rotary.rotate_to`). Defaults to False.
 
     Returns:
         Tensor: ``(B, heads, N, head_dim)``.
     """
-    q = apply_rotary(q, sin, cos).to(v.dtype)
-    k = apply_rotary(k, sin, cos).to(v.dtype)
+    q = rotate_to(q, sin, cos, v.dtype, fused_rotary)
+    k = rotate_to(k, sin, cos, v.dtype, fused_rotary)
     # The flash and memory-efficient kernels need a unit stride on head_dim; v arrives as a transposed
     # view of the conv output, and without the copy SDPA falls back to the math kernel, which forms
     # the N x N matrix (37 GB at a 1024^2 image's stage-1 size; measured on an H100).
     with sdpa_kernel(list(SDPA_BACKENDS)):
-        return F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous(), scale=scale)
+        return F.scaled_dot_product_attention(q, k, v.contiguous(), scale=scale)
 
 
 @MODELS.register_module()
@@ -44,4 +52,4 @@ class RoPESoftmaxAttention(ConvAttentionBase):
     """
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, sin: Tensor, cos: Tensor) -> Tensor:
-        return rope_softmax_attention(q, k, v, sin, cos, self.scale)
+        return rope_softmax_attention(q, k, v, sin, cos, self.scale, fused_rotary=self.use_kernels)

@@ -7,6 +7,7 @@ from torch import nn
 
 from mavit_mm.ops.warmup import Job, dtype_name
 from .mala import MALAttention
+from .softmax_attention import RoPESoftmaxAttention
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -25,9 +26,9 @@ def _specialization(n: int) -> int:
 
 def kernel_jobs(model: nn.Module, dtype: torch.dtype, train: bool) -> List[Job]:
     """The kernel variants ``model``'s fast path launches with activations in ``dtype``: the MALA
-    forward (and ``train``: backward) per head width and class of head count, and per depthwise kernel
-    size and class of channel count the forward (and ``train``: the input- and weight-gradient
-    kernels)."""
+    forward (and ``train``: backward) per head width and class of head count, the softmax stages' rotary
+    kernels likewise, and per depthwise kernel size and class of channel count the forward (and ``train``:
+    the input- and weight-gradient kernels)."""
     if dtype not in _KERNEL_DTYPES:
         return []
     name = dtype_name(dtype)
@@ -35,6 +36,9 @@ def kernel_jobs(model: nn.Module, dtype: torch.dtype, train: bool) -> List[Job]:
     for m in model.modules():
         if isinstance(m, MALAttention) and m.use_kernels and m.head_dim % 2 == 0 and m.head_dim <= 128:
             jobs.update(('mala', m.head_dim, _specialization(m.num_heads), name, what)
+                        for what in (('forward', 'backward') if train else ('forward', )))
+        if isinstance(m, RoPESoftmaxAttention) and m.use_kernels and m.head_dim % 2 == 0:
+            jobs.update(('rotary', m.head_dim, _specialization(m.num_heads), name, what)
                         for what in (('forward', 'backward') if train else ('forward', )))
         if getattr(m, 'fast_convs', False):
             for conv in m.children():

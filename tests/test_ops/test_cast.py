@@ -61,9 +61,9 @@ def _train_step(model, x, counter=None):
 
 # recast: the casts the recomputation makes in the backward, outside the stage (5 blocks; the FFN's 3 or the
 # block's 7 convolutions, each with a bias)
-@pytest.mark.skipif(interpreting(), reason='under the interpreter the fast path also runs the Triton kernels on the CPU')
-@pytest.mark.parametrize('with_cp, recast', [(False, 0), (['ffn'], 2 * 5 * 3), (True, 2 * 5 * 7)],
-                         ids=['keep', 'ffn', 'block'])
+@pytest.mark.skipif(interpreting(), reason='under the interpreter the fast path runs Triton kernels on the CPU too')
+@pytest.mark.parametrize(
+    'with_cp, recast', [(False, 0), (['ffn'], 2 * 5 * 3), (True, 2 * 5 * 7)], ids=['keep', 'ffn', 'block'])
 def test_backbone_casts_ahead_under_autocast_bit_for_bit(with_cp, recast):
     """A small MAViT under bf16 autocast with the weights cast ahead (fast_path='auto'; on the CPU that is the
     only fast-path change) against fast_path='off' (autocast's own casts): equal outputs and parameter

@@ -29,9 +29,10 @@ BF16 = pytest.param(
 
 
 @needs_kernels
-@pytest.mark.parametrize('x_dtype, dtype', [(torch.float32, torch.float32), (torch.float16, torch.float16), BF16,
-                                            (torch.float16, torch.float32)],
-                         ids=['fp32', 'fp16', 'bf16', 'fp16-to-fp32'])
+@pytest.mark.parametrize(
+    'x_dtype, dtype', [(torch.float32, torch.float32), (torch.float16, torch.float16), BF16,
+                       (torch.float16, torch.float32)],
+    ids=['fp32', 'fp16', 'bf16', 'fp16-to-fp32'])
 @pytest.mark.parametrize('head_dim, heads, h, w', [(64, 2, 9, 11), (24, 3, 5, 70)], ids=['d64', 'd24'])
 def test_rotate_to_equals_the_plain_form_bit_for_bit(x_dtype, dtype, head_dim, heads, h, w):
     n = h * w
@@ -63,5 +64,5 @@ def test_rotate_to_falls_back_where_the_kernels_do_not_apply():
     assert not kernels_take(torch.randn(1, 2, 6, 7), torch.rand(6, 7), torch.rand(6, 7), torch.float32)
     assert kernels_take(x, theta.sin(), cos, torch.float32) == (triton_available() and interpreting())
     assert not kernels_take(x, theta.sin(), cos, torch.float64)
-    torch.testing.assert_close(rotate_to(x, sin.detach(), cos, torch.float64), apply_rotary(x, sin, cos).double(),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        rotate_to(x, sin.detach(), cos, torch.float64), apply_rotary(x, sin, cos).double(), rtol=0, atol=0)

@@ -87,8 +87,17 @@ def rotary_forward(x: Tensor, sin: Tensor, cos: Tensor, dtype: torch.dtype) -> T
     y = torch.empty((b, h, n, d), dtype=dtype, device=x.device)
     if y.numel():
         _rotary_fwd[_grid(x)](
-            x, sin.contiguous(), cos.contiguous(), y, n, h, *x.stride(), D=d, BLOCK_N=BLOCK_TOKENS,
-            BLOCK_D=triton.next_power_of_2(d), enable_fp_fusion=False)
+            x,
+            sin.contiguous(),
+            cos.contiguous(),
+            y,
+            n,
+            h,
+            *x.stride(),
+            D=d,
+            BLOCK_N=BLOCK_TOKENS,
+            BLOCK_D=triton.next_power_of_2(d),
+            enable_fp_fusion=False)
     return y
 
 
@@ -99,8 +108,15 @@ def rotary_backward(grad: Tensor, sin: Tensor, cos: Tensor, dtype: torch.dtype) 
     dx = torch.empty((b, h, n, d), dtype=dtype, device=grad.device)
     if dx.numel():
         _rotary_bwd[_grid(grad)](
-            grad, sin.contiguous(), cos.contiguous(), dx, n, D=d, BLOCK_N=BLOCK_TOKENS,
-            BLOCK_D=triton.next_power_of_2(d), enable_fp_fusion=False)
+            grad,
+            sin.contiguous(),
+            cos.contiguous(),
+            dx,
+            n,
+            D=d,
+            BLOCK_N=BLOCK_TOKENS,
+            BLOCK_D=triton.next_power_of_2(d),
+            enable_fp_fusion=False)
     return dx
 
 

@@ -66,3 +66,21 @@ def test_rotate_to_falls_back_where_the_kernels_do_not_apply():
     assert not kernels_take(x, theta.sin(), cos, torch.float64)
     torch.testing.assert_close(
         rotate_to(x, sin.detach(), cos, torch.float64), apply_rotary(x, sin, cos).double(), rtol=0, atol=0)
+
+
+@needs_kernels
+def test_the_self_check_passes_here_and_a_failing_one_falls_back():
+    """The kernels pass their self-check in fp32 / fp16 (cached per device, dtypes and head layout). Where they
+    compute other values, as Triton's CPU interpreter does in bf16 (it truncates), the check warns once and
+    ``rotate_to`` takes the plain form, so the values stay the plain ones."""
+    from mavit_mm.ops import rotary
+    _, q = head_view(2, 64, 3, 5, torch.float16, seed=3)
+    assert rotary.check_kernels(q, torch.float16) and rotary.check_kernels(q.detach(), torch.float32)
+    _, q = head_view(2, 64, 3, 5, torch.bfloat16, seed=3)
+    if not interpreting():
+        assert rotary.check_kernels(q, torch.bfloat16)
+        return
+    theta = torch.rand(15, 64, generator=torch.Generator().manual_seed(4)) * 50
+    with pytest.warns(RuntimeWarning, match='rotary kernels failed their self-check'):
+        y = rotate_to(q, theta.sin(), theta.cos(), torch.bfloat16)
+    assert torch.equal(y, apply_rotary(q, theta.sin(), theta.cos()).to(torch.bfloat16))

@@ -47,7 +47,12 @@ def stock_outputs(cfg: Config) -> List[Tuple[int, int]]:
     shape = (1, backbone_cfg.get('in_channels', 3), size, size)
     with DefaultScope.overwrite_default_scope(scope):
         models = importlib.import_module(f'{scope}.registry').MODELS
-        outs = _probe(models.build(backbone_cfg), shape, 'meta')
+        try:  # built on the meta device, a big backbone skips its random initialisation (seconds on a CPU)
+            with torch.device('meta'):
+                backbone = models.build(backbone_cfg)
+        except Exception:  # noqa: BLE001  (an __init__ that needs values, e.g. .item(): built as usual)
+            backbone = models.build(backbone_cfg)
+        outs = _probe(backbone, shape, 'meta')
         if outs is None:
             outs = _probe(models.build(backbone_cfg), shape, 'cpu', raise_errors=True)
     if isinstance(outs, torch.Tensor):

@@ -73,13 +73,13 @@ def toy_variant(framework: str, toy_root: str, out_dir: str) -> str:
             bbox_head.norm_cfg = dict(type='BN', requires_grad=True)
         cfg.model.roi_head.mask_head.num_classes = 3
     if 'rpn_proposal' in cfg.model.get('train_cfg', {}):  # 3 stages x 2000 / 1000 RoIs: minutes on 2 cores
-        cfg.model.train_cfg.rpn_proposal.max_per_img = 200
-        cfg.model.test_cfg.rpn.max_per_img = 100
-        # the mask heads (one per cascade stage) run 4 convs of 256 channels per RoI: fewer RoIs
+        cfg.model.train_cfg.rpn_proposal.max_per_img = 64
+        cfg.model.test_cfg.rpn.max_per_img = 20
+        # the cascade's bbox and mask heads run 4 convs of 256 channels per RoI, per stage: few RoIs
         stages = cfg.model.train_cfg.rcnn
         for stage in (stages if isinstance(stages, list) else [stages]):
-            stage.sampler.num = 64
-        cfg.model.test_cfg.rcnn.max_per_img = 20
+            stage.sampler.num = 16
+        cfg.model.test_cfg.rcnn.max_per_img = 5
     cfg.model.backbone.update(norm_cfg=dict(type='BN'), init_cfg=None)
     if toy == TOY_DET:  # after 2 iterations all scores are low: keep them, so COCO metrics are computed
         test_cfg = cfg.model.test_cfg

@@ -4,8 +4,8 @@ Each config's own model and optimizer wrapper (``optim_wrapper``; ``--precision`
 config alike: ``fp16`` / ``bf16`` an ``AmpOptimWrapper`` as ``tools/train.py --amp`` (dynamic loss scale),
 ``fp32`` a plain ``OptimWrapper``), random backbone weights, SyncBN as BN, on a fixed synthetic batch
 (``--batch-size`` images of ``--shape``; detectors: 10 boxes with uint8 masks each, mmdet's ``demo_mm_inputs``;
-segmentors: random label maps; with ``--fast-train`` its images pinned, as the dataloader then delivers
-them): ``model.train_step`` as the Runner calls it.
+segmentors: random label maps, their data preprocessor's pad size set to ``--shape``; with ``--fast-train``
+its images pinned, as the dataloader then delivers them): ``model.train_step`` as the Runner calls it.
 
 ``--switches`` gives one row per config and entry, each entry tools/train.py's switches: ``fast-train``
 measures the config through :func:`mavit_mm.engine.apply_fast_train` (what ``tools/train.py --fast-train``
@@ -27,12 +27,15 @@ from ..benchmarking import environment, measure, phases, profile_steps
 from . import UsageError, check_device, no_tf32, parse_switch, print_env, print_profile
 
 
-def _prepare(config: str, precision, device: torch.device, fast: bool = False):
+def _prepare(config: str, precision, device: torch.device, shape: Tuple[int, int], fast: bool = False):
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
 
     from mavit_mm.config.run_config import build_model, load_model_config
     cfg = load_model_config(config)
+    preprocessor = cfg.model.get('data_preprocessor') or {}
+    if preprocessor.get('size') is not None:  # mmseg's pads every batch to its crop size: time --shape instead
+        preprocessor['size'] = tuple(shape)
     if fast:
         from mavit_mm.engine.fast_train import apply_fast_train
         apply_fast_train(cfg, cuda=device.type == 'cuda')
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     print_env(env)
     rows: List[dict] = []
     for config, (fast, graphs) in [(c, v) for c in args.configs for v in variants]:
-        cfg, model, optim_wrapper = _prepare(config, args.precision, device, fast)
+        cfg, model, optim_wrapper = _prepare(config, args.precision, device, tuple(args.shape), fast)
         if graphs:
             from mavit_mm.engine import enable_cuda_graphs
             enable_cuda_graphs(model.backbone, 'train')

@@ -127,6 +127,20 @@ def test_benchmark_train_iter_runs_on_cpu(tmp_path):
     assert all(r['median_ms'] > 0 and r['repeats'] == 1 for r in rows)
 
 
+def test_benchmark_train_iter_times_a_segmentor_at_the_asked_shape():
+    """mmseg's data preprocessor pads every batch to its crop size (512 x 512): train-iter sets it to --shape, so
+    the batch the model trains on is the one asked for."""
+    from mmengine.registry import DefaultScope
+
+    from mavit_mm.analysis.bench.train_iter import _prepare, synthetic_batch
+    cfg, model, _ = _prepare(
+        osp.join(ROOT, 'configs/upernet/upernet_mavit-t_8xb2-160k_ade20k-512x512.py'), 'fp32', torch.device('cpu'),
+        (64, 96))
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        data = model.data_preprocessor(synthetic_batch(cfg.default_scope, 2, (64, 96)), True)
+    assert tuple(data['inputs'].shape) == (2, 3, 64, 96)
+
+
 def test_benchmark_train_iter_rows_per_config():
     from mavit_mm.analysis.bench.train_iter import row_variants
     assert row_variants(['none']) == [(False, False)]

@@ -9,12 +9,14 @@ read the backbone directly (the neck if there is one, else the heads) is then ma
 stock output's width becomes the width of MAViT's stage of the same stride. Modules behind a neck (RPN,
 RoI heads, decode heads after an FPN) keep theirs.
 """
+import contextlib
 import copy
 import importlib
 import os.path as osp
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -66,13 +68,27 @@ def stock_outputs(cfg: Config) -> List[Tuple[int, int]]:
     return [(size // int(o.shape[-1]), int(o.shape[1])) for o in outs]
 
 
+@contextlib.contextmanager
+def _shape_only_batch_norm() -> Iterator[None]:
+    """``F.batch_norm`` of a meta tensor as a copy of it while the block runs (of any other tensor as before):
+    on the meta device only the shape of its output matters, which is its input's, and meta tensors run
+    BatchNorm as Python decompositions (milliseconds a call; an HRNet makes hundreds)."""
+    batch_norm = F.batch_norm
+    F.batch_norm = lambda input, *args, **kwargs: (
+        input.clone() if input.is_meta else batch_norm(input, *args, **kwargs))
+    try:
+        yield
+    finally:
+        F.batch_norm = batch_norm
+
+
 def _probe(backbone: torch.nn.Module, shape: Tuple[int, ...], device: str, raise_errors: bool = False) -> Any:
     """The eval-mode outputs of ``backbone`` on a zero image of ``shape``, on ``device`` (the module is moved
     there); None if it fails and not ``raise_errors``."""
     try:
         backbone.to(device)
         backbone.eval()  # (not chained: some OpenMMLab backbones' train() returns None)
-        with torch.no_grad():
+        with torch.no_grad(), _shape_only_batch_norm() if device == 'meta' else contextlib.nullcontext():
             return backbone(torch.zeros(shape, device=device))
     except Exception:  # noqa: BLE001  (on meta: the CPU probe decides)
         if raise_errors:

@@ -81,8 +81,10 @@ RESNET_50 = [(4, 256), (8, 512), (16, 1024), (32, 2048)]  # ResNet's strides and
         ('mmdet::dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py', RESNET_50, ['meta', 'cpu']),
         # ResNet-D8: stages 3-4 dilated instead of strided
         ('mmseg::pspnet/pspnet_r50-d8_4xb4-80k_ade20k-512x512.py', RESNET_50[:2] + [(8, 1024), (8, 2048)], ['meta']),
+        # HRNet-W18: branches of C, 2C, 4C, 8C channels, C = 18 (Wang et al.), hundreds of BatchNorms on meta
+        ('mmseg::hrnet/fcn_hr18_4xb2-40k_cityscapes-512x1024.py', [(4, 18), (8, 36), (16, 72), (32, 144)], ['meta']),
     ],
-    ids=['resnet', 'deformable', 'dilated'])
+    ids=['resnet', 'deformable', 'dilated', 'hrnet'])
 def test_stock_outputs_probe_shapes_on_meta_and_fall_back_to_the_cpu(stock, expected, devices, monkeypatch):
     probed = []
     probe = backbone_swap._probe
@@ -94,6 +96,20 @@ def test_stock_outputs_probe_shapes_on_meta_and_fall_back_to_the_cpu(stock, expe
     monkeypatch.setattr(backbone_swap, '_probe', spy)
     assert stock_outputs(load_config(stock)) == expected
     assert probed == devices
+
+
+def test_meta_probe_batch_norm_shortcut_spares_real_tensors_and_is_undone():
+    batch_norm = torch.nn.functional.batch_norm
+    bn = torch.nn.BatchNorm2d(3).eval()
+    bn.running_mean.fill_(1.0)
+    x = torch.ones(1, 3, 4, 5)
+    with backbone_swap._shape_only_batch_norm():
+        assert torch.equal(bn(x), torch.zeros_like(x))  # a CPU tensor: normalised as ever
+        with torch.device('meta'):
+            meta_bn = torch.nn.BatchNorm2d(3).eval()
+        out = meta_bn(x.to('meta'))
+        assert out.is_meta and out.shape == x.shape
+    assert torch.nn.functional.batch_norm is batch_norm
 
 
 def test_swap_maps_by_stride_and_fixes_the_normalisation():

@@ -20,9 +20,12 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     # pytest-xdist workers (``-n N``) share the machine's cores: N processes each running torch's default
     # thread pool (one thread per core) oversubscribe the CPU and make CPU-side tests many times slower
+    # (tools run as subprocesses inherit the share through OMP_NUM_THREADS, unless it is set already)
     workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
     if workers > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or workers) // workers))
+        threads = max(1, (os.cpu_count() or workers) // workers)
+        torch.set_num_threads(threads)
+        os.environ.setdefault('OMP_NUM_THREADS', str(threads))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -98,18 +98,24 @@ def test_stock_outputs_probe_shapes_on_meta_and_fall_back_to_the_cpu(stock, expe
     assert probed == devices
 
 
-def test_meta_probe_batch_norm_shortcut_spares_real_tensors_and_is_undone():
+def test_meta_probe_batch_norm_shortcut_spares_real_tensors_and_is_undone(monkeypatch):
     batch_norm = torch.nn.functional.batch_norm
+    kernel = torch.batch_norm  # what F.batch_norm calls: the meta decomposition or the CPU kernel
+    reached = []
+    monkeypatch.setattr(torch, 'batch_norm', lambda x, *a, **k: reached.append(x.device.type) or kernel(x, *a, **k))
     bn = torch.nn.BatchNorm2d(3).eval()
     bn.running_mean.fill_(1.0)
     x = torch.ones(1, 3, 4, 5)
+    with torch.device('meta'):
+        meta_bn = torch.nn.BatchNorm2d(3).eval()
     with backbone_swap._shape_only_batch_norm():
         assert torch.equal(bn(x), torch.zeros_like(x))  # a CPU tensor: normalised as ever
-        with torch.device('meta'):
-            meta_bn = torch.nn.BatchNorm2d(3).eval()
         out = meta_bn(x.to('meta'))
         assert out.is_meta and out.shape == x.shape
+    assert reached == ['cpu']  # the meta tensor never reached BatchNorm's kernel
     assert torch.nn.functional.batch_norm is batch_norm
+    meta_bn(x.to('meta'))
+    assert reached == ['cpu', 'meta']  # and after the block it does again
 
 
 def test_swap_maps_by_stride_and_fixes_the_normalisation():

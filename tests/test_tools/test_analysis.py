@@ -389,3 +389,23 @@ def test_profile_counts_the_kernels_a_step_launches():
     name, launches, ms = p['top_kernels'][0]
     assert launches == 7 and 'mul' in name.lower() and ms > 0
     assert p['kernel_launches'] >= 8  # the seven multiplications and the sum
+
+
+def test_profile_table_ranks_the_operators_a_new_size_adds():
+    from mavit_mm.analysis.bench.shapes import growth_by_op, host_time_by_op
+    a = torch.randn(64, 64)
+
+    def step(new):
+        b = torch.mm(a, a)
+        if new:  # what a first sighting adds: more work in one operator, and one more operator
+            for _ in range(20):
+                b = torch.mm(b, a)
+            torch.cumsum(b, 0)
+
+    new = host_time_by_op(step, [True, True])
+    seen = host_time_by_op(step, [False, False])
+    assert new['aten::mm'][1] == 21 and seen['aten::mm'][1] == 1  # calls per step
+    assert 'aten::cumsum' in new and 'aten::cumsum' not in seen
+    rows = growth_by_op(new, seen, top=2)
+    assert rows[0]['op'] == 'aten::mm' and rows[0]['new_ms'] > rows[0]['seen_ms'] > 0
+    assert rows[1]['op'] == 'aten::cumsum' and rows[1]['seen_ms'] == 0 and rows[1]['calls'] == 1

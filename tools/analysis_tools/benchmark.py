@@ -224,9 +224,11 @@ def shapes_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--tables',
         nargs='+',
-        choices=['ops', 'backbones', 'necks'],
+        choices=['ops', 'backbones', 'necks', 'profile'],
         default=['ops', 'backbones', 'necks'],
-        help='which tables: per operation, per backbone step, per detector neck and head')
+        help='which tables: per operation, per backbone step, per detector neck and head; profile: where a new '
+        "size's host time goes in MAViT's training step (per operator)")
+    parser.add_argument('--arch', default='t', choices=ARCHS, help='the MAViT of the profile table')
     parser.add_argument('--device', default='cuda')
     add_out(parser)
 

@@ -13,14 +13,19 @@ size seen for the first time pays whatever a library plans or compiles per size.
 - per detector neck and head (fp16 autocast, forward + backward of mmdet's FPN on MAViT-T's feature
   widths and an RPN head over its five levels), over a sequence of ``--sizes`` COCO-like padded sizes
   none of which the process has seen: cuDNN on every size, and the convolutions in size buckets
-  (:class:`mavit_mm.engine.conv_buckets.SizeBucketConv2d`, where sizes of one bucket plan once).
+  (:class:`mavit_mm.engine.conv_buckets.SizeBucketConv2d`, where sizes of one bucket plan once);
+- where a new size's extra time goes (``profile``): MAViT's training step (``--arch``, fp16 autocast, 2
+  images, its default fast path) under ``torch.profiler``, the host (CPU) time of each operator summed over
+  ``--sizes`` steps at new COCO-like padded sizes against as many steps at one size seen before, the
+  operators whose time grows most first.
 
 ``--tables`` picks among them.
 """
 import argparse
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from collections import defaultdict
+from typing import Callable, Dict, Iterable, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -194,6 +199,66 @@ def per_neck(device: torch.device, sizes: int) -> List[dict]:
     return rows
 
 
+def host_time_by_op(step: Callable[[object], object], inputs: Iterable[object]) -> Dict[str, Tuple[float, float]]:
+    """``step(x)`` for each of ``inputs`` under ``torch.profiler`` (CPU activity): per operator name, its self
+    host time in ms and its calls, each averaged over the steps."""
+    from torch.profiler import ProfilerActivity, profile
+    time_ms: Dict[str, float] = defaultdict(float)
+    calls: Dict[str, float] = defaultdict(float)
+    inputs = list(inputs)
+    for x in inputs:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(x)
+        for event in prof.key_averages():
+            time_ms[event.key] += event.self_cpu_time_total / 1e3 / len(inputs)
+            calls[event.key] += event.count / len(inputs)
+    return {k: (time_ms[k], calls[k]) for k in time_ms}
+
+
+def growth_by_op(new: Dict[str, Tuple[float, float]], seen: Dict[str, Tuple[float, float]], top: int) -> List[dict]:
+    """The ``top`` operators whose host time per step grows most from ``seen`` to ``new``
+    (:func:`host_time_by_op`'s results), with both times and the calls per step at a new size."""
+    rows = [
+        dict(
+            op=k, new_ms=new.get(k, (0.0, 0.0))[0], seen_ms=seen.get(k, (0.0, 0.0))[0], calls=new.get(k, (0.0, 0.0))[1])
+        for k in set(new) | set(seen)
+    ]
+    rows.sort(key=lambda r: r['seen_ms'] - r['new_ms'])
+    return rows[:top]
+
+
+def per_op_profile(device: torch.device, sizes: int, arch: str, top: int = 25) -> dict:
+    from mavit_mm.models.backbones.mavit import MAViT
+    torch.manual_seed(0)
+    model = MAViT(arch, drop_path_rate=0.2).to(device).train()
+
+    def step(shape):
+        with torch.autocast('cuda', dtype=torch.float16):
+            loss = sum(o.float().mean() for o in model(torch.randn(2, 3, *shape, device=device)))
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+
+    seen_shape = (800, 1216)
+    for shape in ((224, 224), seen_shape, seen_shape):
+        step(shape)
+    # padded COCO-like sizes, none seen before: landscape and portrait around 800 x 1216
+    sides = [(h, w) for h in (800, 768, 832, 736) for w in range(1056, 1345, 32) if (h, w) != seen_shape]
+    shapes = [(h, w) if i % 2 else (w, h) for i, (h, w) in enumerate(sides[:sizes])]
+    new = host_time_by_op(step, shapes)
+    seen = host_time_by_op(step, [seen_shape] * sizes)
+    totals = dict(new_ms=sum(t for t, _ in new.values()), seen_ms=sum(t for t, _ in seen.values()))
+    print(
+        f'  host time per step (all operators, under the profiler): new size {totals["new_ms"]:.1f} ms, '
+        f'seen size {totals["seen_ms"]:.1f} ms',
+        flush=True)
+    rows = growth_by_op(new, seen, top)
+    print(f'  {"operator":56s} {"new size":>9s} {"seen":>8s} {"calls":>7s}')
+    for r in rows:
+        print(f'  {r["op"][:56]:56s} {r["new_ms"]:6.2f} ms {r["seen_ms"]:5.2f} ms {r["calls"]:7.0f}', flush=True)
+    return dict(arch=arch, sizes=sizes, **totals, top=rows)
+
+
 def run(args: argparse.Namespace) -> dict:
     device = check_device(args.device)
     if device.type != 'cuda':
@@ -210,4 +275,7 @@ def run(args: argparse.Namespace) -> dict:
     if 'necks' in args.tables:
         print('per detector neck and head training step, 2 images, fp16 autocast:')
         result['necks'] = per_neck(device, args.sizes)
+    if 'profile' in args.tables:
+        print(f'where a new size\'s host time goes, MAViT-{args.arch.upper()} training step, 2 images, fp16 autocast:')
+        result['profile'] = per_op_profile(device, args.sizes, args.arch)
     return result

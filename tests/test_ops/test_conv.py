@@ -93,6 +93,38 @@ def test_depthwise_under_autocast_matches_conv2d_under_autocast():
         assert rel(got.float(), want.float()) < 5e-3
 
 
+@needs_kernels
+@pytest.mark.parametrize(
+    'x_dtype,compute', [(torch.float32, torch.float32), (torch.float32, torch.float16), (torch.float16, torch.float16)],
+    ids=['fp32', 'fp32-skip-fp16-autocast', 'fp16'])
+@pytest.mark.parametrize('layout', ['channels_last', 'nchw'])
+def test_residual_depthwise_gives_the_two_operations_values(x_dtype, compute, layout):
+    """``depthwise_conv(x, w, b, residual=True)`` (one kernel each way) against ``x + depthwise_conv(x, w, b)``
+    (autocast's cast of x, the convolution, the sum; in the backward the casts and the sum of both
+    gradients): the same output and input gradient bit for bit, the weight and bias gradients to fp32
+    summation order, in x's dtype. Under fp16 autocast an fp32 x is the blocks' residual stream."""
+    device = DEVICE
+    x = _map(2, 40, 9, 7, layout, x_dtype).requires_grad_(True)
+    weight = (0.3 * torch.randn(40, 1, 3, 3, device=device)).to(compute).requires_grad_(True)
+    bias = torch.randn(40, device=device).to(compute).requires_grad_(True)
+    autocast = torch.autocast(device, dtype=torch.float16, enabled=compute != x_dtype)
+    results = []
+    for residual in (True, False):
+        with autocast:
+            y = depthwise_conv(x, weight, bias, residual=True) if residual else x + depthwise_conv(x, weight, bias)
+        assert y.dtype == x_dtype
+        grad = torch.randn(y.shape, generator=torch.Generator().manual_seed(0)).to(device, x_dtype)
+        results.append((y, *torch.autograd.grad(y, (x, weight, bias), grad)))
+    (y, gx, gw, gb), (ref, rgx, rgw, rgb) = results
+    assert torch.equal(y, ref) and torch.equal(gx, rgx)
+    assert gw.dtype == gb.dtype == compute
+    tol = 1e-5 if compute == torch.float32 else 1e-3
+    assert rel(gw.float(), rgw.float()) < tol and rel(gb.float(), rgb.float()) < tol
+    # and both against float64, so that a shared mistake cannot pass
+    xx, ww, bb, conv = _reference(x, weight, bias)
+    assert rel(y.double().cpu(), xx + conv) < (1e-6 if compute == torch.float32 else 2e-3)
+
+
 def test_depthwise_falls_back_to_conv2d_where_kernels_do_not_run():
     x = torch.randn(1, 6, 5, 5, dtype=torch.float64)
     weight = torch.randn(6, 1, 3, 3, dtype=torch.float64)

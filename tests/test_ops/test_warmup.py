@@ -24,15 +24,15 @@ DEVICE = 'cuda' if CUDA and not interpreting() else 'cpu'
 def test_jobs_of_mavit_t_are_one_per_compiled_variant():
     """MAViT-T: MALA (head_dim 64) in stages 1-2 with 1 and 2 heads (Triton specializes an integer
     argument equal to 1), softmax attention in stages 3-4 (the rotary kernels: head_dim 64, 4 and 8 heads,
-    one class); depthwise 3x3 (position, FFN) and 5x5 (LePE) at widths 64-2048, all multiples of 16, so one
-    variant per kernel size."""
+    one class); depthwise 3x3 (position, FFN: both added to their input, the residual form) and 5x5 (LePE)
+    at widths 64-2048, all multiples of 16, so one variant per kernel size."""
     model = MAViT(arch='t')
-    train = [('depthwise', k, 16, 'float16', what) for k in (3, 5)
-             for what in ('forward', 'forward_nobias', 'grad_weight')]
+    train = [('depthwise', 3, 16, 'float16', what) for what in ('residual', 'residual_grad_weight', 'residual_nobias')]
+    train += [('depthwise', 5, 16, 'float16', what) for what in ('forward', 'forward_nobias', 'grad_weight')]
     train += [('mala', 64, heads, 'float16', what) for heads in (1, 2) for what in ('backward', 'forward')]
     train += [('rotary', 64, 2, 'float16', what) for what in ('backward', 'forward')]
     assert kernel_jobs(model, torch.float16, train=True) == train
-    test = [('depthwise', 3, 16, 'bfloat16', 'forward'), ('depthwise', 5, 16, 'bfloat16', 'forward'),
+    test = [('depthwise', 3, 16, 'bfloat16', 'residual'), ('depthwise', 5, 16, 'bfloat16', 'forward'),
             ('mala', 64, 1, 'bfloat16', 'forward'), ('mala', 64, 2, 'bfloat16', 'forward'),
             ('rotary', 64, 2, 'bfloat16', 'forward')]
     assert kernel_jobs(model, torch.bfloat16, train=False) == test
@@ -99,6 +99,9 @@ def test_processes_sharing_a_cache_warm_it_up_once(monkeypatch, tmp_path):
         ('depthwise', 3, 16, 'float32', 'forward'),
         ('depthwise', 5, 2, 'float32', 'forward_nobias'),
         ('depthwise', 3, 16, 'float32', 'grad_weight'),
+        ('depthwise', 3, 16, 'float16', 'residual'),
+        ('depthwise', 3, 2, 'float16', 'residual_nobias'),
+        ('depthwise', 3, 16, 'float16', 'residual_grad_weight'),
         ('rotary', 64, 2, 'float32', 'forward'),
         ('rotary', 32, 1, 'float16', 'backward'),
     ],

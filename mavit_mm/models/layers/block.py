@@ -53,9 +53,12 @@ class ConvFFN(nn.Module):
         # set by the backbone's fast_path: the convolutions may take the fast path's kernels
         self.fast_convs = False
 
+    #: the depthwise convolutions added to their own input (the kernel warm-up compiles that form for them)
+    residual_convs = ('dwconv', )
+
     def _ffn(self, x: Tensor) -> Tensor:
         x = self.act(pointwise(self.fc1, x, self.fast_convs))
-        x = x + depthwise(self.dwconv, x, self.fast_convs)
+        x = depthwise(self.dwconv, x, self.fast_convs, residual=True)  # x + dwconv(x)
         return pointwise(self.fc2, x, self.fast_convs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,8 +109,10 @@ class MAViTBlock(nn.Module):
         self.gamma_2 = nn.Parameter(torch.full((1, embed_dims, 1, 1), float(layer_scale_init_value)))
         self.fast_convs = False  # set by the backbone's fast_path, as in the attention and the FFN
 
+    residual_convs = ('pos', )  # as ConvFFN's
+
     def forward(self, x: Tensor, rope: Tuple[Tensor, Tensor]) -> Tensor:
         """Args: x ``(B, C, H, W)``; rope: ``(sin, cos)`` of the stage. Returns ``(B, C, H, W)``."""
-        x = x + depthwise(self.pos, x, self.fast_convs)
+        x = depthwise(self.pos, x, self.fast_convs, residual=True)  # x + pos(x)
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x), rope))
         return x + self.drop_path(self.gamma_2 * self.ffn(self.norm2(x)))

@@ -76,12 +76,13 @@ def pointwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
     return _conv(conv, x, ahead)
 
 
-def depthwise(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:
-    """A depthwise stride-1 'same' ``conv`` of ``x`` ``(B, C, H, W)``: Triton kernels on the fast path."""
+def depthwise(conv: nn.Conv2d, x: Tensor, fast: bool, residual: bool = False) -> Tensor:
+    """A depthwise stride-1 'same' ``conv`` of ``x`` ``(B, C, H, W)`` (``residual``: ``x + conv(x)``): Triton
+    kernels on the fast path, the sum inside them."""
     ahead = _ahead(conv)
     if fast and kernels_take(x, conv.weight):
-        return depthwise_conv(x, *(ahead or (conv.weight, conv.bias)))
-    return _conv(conv, x, ahead)
+        return depthwise_conv(x, *(ahead or (conv.weight, conv.bias)), residual=residual)
+    return x + _conv(conv, x, ahead) if residual else _conv(conv, x, ahead)
 
 
 def dense(conv: nn.Conv2d, x: Tensor, fast: bool) -> Tensor:

@@ -28,7 +28,8 @@ def kernel_jobs(model: nn.Module, dtype: torch.dtype, train: bool) -> List[Job]:
     """The kernel variants ``model``'s fast path launches with activations in ``dtype``: the MALA
     forward (and ``train``: backward) per head width and class of head count, the softmax stages' rotary
     kernels likewise, and per depthwise kernel size and class of channel count the forward (and ``train``:
-    the input- and weight-gradient kernels)."""
+    the input- and weight-gradient kernels), in the residual form (``x + conv(x)``) for the convolutions a
+    module names in its ``residual_convs``."""
     if dtype not in _KERNEL_DTYPES:
         return []
     name = dtype_name(dtype)
@@ -41,10 +42,14 @@ def kernel_jobs(model: nn.Module, dtype: torch.dtype, train: bool) -> List[Job]:
             jobs.update(('rotary', m.head_dim, _specialization(m.num_heads), name, what)
                         for what in (('forward', 'backward') if train else ('forward', )))
         if getattr(m, 'fast_convs', False):
-            for conv in m.children():
+            residual = getattr(m, 'residual_convs', ())
+            for child, conv in m.named_children():
                 if _depthwise(conv):
                     k, c = conv.kernel_size[0], _specialization(conv.in_channels)
-                    jobs.add(('depthwise', k, c, name, 'forward' if conv.bias is not None else 'forward_nobias'))
+                    forward, backward = ('forward', ('forward_nobias', 'grad_weight'))
+                    if child in residual:
+                        forward, backward = ('residual', ('residual_nobias', 'residual_grad_weight'))
+                    jobs.add(('depthwise', k, c, name, forward if conv.bias is not None else forward + '_nobias'))
                     if train:
-                        jobs.update(('depthwise', k, c, name, what) for what in ('forward_nobias', 'grad_weight'))
+                        jobs.update(('depthwise', k, c, name, what) for what in backward)
     return sorted(jobs)

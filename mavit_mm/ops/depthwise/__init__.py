@@ -1,9 +1,12 @@
-"""Depthwise ``K x K`` stride-1 'same' convolution: ``depthwise_conv(x, weight, bias)``.
+"""Depthwise ``K x K`` stride-1 'same' convolution: ``depthwise_conv(x, weight, bias)``, and with
+``residual=True`` the convolution added to its input, ``x + depthwise_conv(x, weight, bias)``.
 
-Same result as ``F.conv2d(x, weight, bias, padding=K // 2, groups=C)``; on CUDA (or under
+Same result as ``F.conv2d(x, weight, bias, padding=K // 2, groups=C)`` (plus ``x``); on CUDA (or under
 ``TRITON_INTERPRET=1`` on CPU) through the Triton kernels of :mod:`.triton`, which take any input size
-without a per-size plan, elsewhere through ``F.conv2d``. Under autocast the inputs are cast to the
-autocast dtype first, as autocast casts a convolution's.
+without a per-size plan, elsewhere through ``F.conv2d``. Under autocast the convolution computes in the
+autocast dtype, as autocast casts a convolution's inputs. The residual form is one kernel each way where
+the two operations take several (autocast's cast of ``x``, the convolution, the sum; in the backward the
+gradient's cast, the transposed convolution, its cast back and the sum) and gives their values.
 """
 from typing import Optional
 
@@ -19,18 +22,19 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 class _DepthwiseConv(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: bool) -> Tensor:
         from .triton import depthwise_forward
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return depthwise_forward(x, weight, bias)
+        ctx.residual = residual
+        return depthwise_forward(x, weight, bias, residual)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         from .triton import depthwise_backward
         x, weight = ctx.saved_tensors
         needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2] and ctx.has_bias)
-        return depthwise_backward(x, weight, grad, needs)
+        return (*depthwise_backward(x, weight, grad, needs, ctx.residual), None)
 
 
 def kernels_take(x: Tensor, weight: Tensor) -> bool:
@@ -41,18 +45,23 @@ def kernels_take(x: Tensor, weight: Tensor) -> bool:
             and weight.shape[-1] % 2 == 1)
 
 
-def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
+def depthwise_conv(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, residual: bool = False) -> Tensor:
     """Depthwise convolution of ``x`` ``(B, C, H, W)`` with ``weight`` ``(C, 1, K, K)`` (odd K), stride 1,
-    zero padding ``K // 2``: ``(B, C, H, W)``, channels-last where the kernels ran."""
+    zero padding ``K // 2``: ``(B, C, H, W)``, channels-last where the kernels ran. ``residual``: ``x`` plus
+    that convolution (in the dtype the sum would have: x's, where x is fp32 or in the compute dtype)."""
     if not kernels_take(x, weight):
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+        y = F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=x.shape[1])
+        return x + y if residual else y
     device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = bias.to(dtype) if bias is not None else None
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    if residual and x.dtype not in (torch.float32, dtype):
+        return x + depthwise_conv(x, weight, bias)  # a sum in x's own low precision: as two operations
+    weight = weight.to(dtype)
+    bias = bias.to(dtype) if bias is not None else None
+    if not residual:
+        x = x.to(dtype)
     with torch.autocast(device, enabled=False):
-        return _DepthwiseConv.apply(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+        return _DepthwiseConv.apply(x, weight, bias, residual)
 
 
 __all__ = ['depthwise_conv', 'kernels_take']

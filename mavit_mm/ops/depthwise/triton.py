@@ -64,14 +64,14 @@ def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C, K: tl.constexp
 
 @triton.jit(do_not_specialize=['H', 'W', 'num_pixels', 'chunk'])
 def _dw_conv_grad_weight(x_ptr, g_ptr, part_ptr, w_ptr, H, W, num_pixels, chunk, XS, GS, C, K: tl.constexpr,
-                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr):
+                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr, ROW: tl.constexpr):
     """Partial ``dwt`` over ``chunk`` pixels: ``part[s, c, i*K + j]`` for this program's slot s and channels
-    (``HAS_BIAS``: and the bias gradient's partial sum at ``part[s, c, K*K]``); x and g read in w's dtype."""
+    (``HAS_BIAS``: and the bias gradient's partial sum at ``part[s, c, K*K]``; ``ROW``: K*K + HAS_BIAS); x
+    and g read in w's dtype."""
     s = tl.program_id(0)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     in_c = offs_c < C
     start = s * chunk
-    row_len: tl.constexpr = K * K + HAS_BIAS
     for i in tl.static_range(K):
         for j in tl.static_range(K):
             dr = i - (K - 1) // 2
@@ -91,17 +91,17 @@ def _dw_conv_grad_weight(x_ptr, g_ptr, part_ptr, w_ptr, H, W, num_pixels, chunk,
                     other=0.0)
                 g = g.to(w_ptr.dtype.element_ty).to(tl.float32)
                 acc += tl.sum(g * xv.to(w_ptr.dtype.element_ty).to(tl.float32), axis=0)
-            tl.store(part_ptr + (s * C + offs_c) * row_len + (i * K + j), acc, mask=in_c)
+            tl.store(part_ptr + (s * C + offs_c) * ROW + (i * K + j), acc, mask=in_c)
     if HAS_BIAS:
-        acc = tl.zeros((BLOCK_C, ), dtype=tl.float32)
+        acc_b = tl.zeros((BLOCK_C, ), dtype=tl.float32)
         for p0 in range(start, start + chunk, BLOCK_P):
             offs_p = p0 + tl.arange(0, BLOCK_P)
             g = tl.load(
                 g_ptr + offs_p[:, None] * GS + offs_c[None, :],
                 mask=(offs_p < num_pixels)[:, None] & in_c[None, :],
                 other=0.0)
-            acc += tl.sum(g.to(w_ptr.dtype.element_ty).to(tl.float32), axis=0)
-        tl.store(part_ptr + (s * C + offs_c) * row_len + K * K, acc, mask=in_c)
+            acc_b += tl.sum(g.to(w_ptr.dtype.element_ty).to(tl.float32), axis=0)
+        tl.store(part_ptr + (s * C + offs_c) * ROW + K * K, acc_b, mask=in_c)
 
 
 def _pixel_major(x: Tensor) -> Tuple[Tensor, int]:
@@ -181,6 +181,7 @@ def depthwise_grad_weight(x: Tensor,
         BLOCK_P=BLOCK_PIXELS,
         BLOCK_C=BLOCK_CHANNELS,
         HAS_BIAS=with_bias,
+        ROW=taps + with_bias,
         num_warps=4)
     total = parts.sum(0)
     return total[:, :taps].reshape(c, 1, kernel_size, kernel_size), total[:, taps] if with_bias else None

@@ -12,8 +12,8 @@ A job is a tuple of plain values::
 
     ('mala', head_dim, heads, dtype, 'forward' | 'backward')
     ('rotary', head_dim, heads, dtype, 'forward' | 'backward')
-    ('depthwise', kernel_size, channels, dtype, 'forward' | 'forward_nobias' | 'grad_weight'
-                                                | 'residual' | 'residual_nobias' | 'residual_grad_weight')
+    ('depthwise', kernel_size, channels, dtype, 'forward' | 'forward_nobias' | 'input_grad' | 'grad_weight'
+                 | 'residual' | 'residual_nobias' | 'residual_input_grad' | 'residual_grad_weight')
 
 with ``dtype`` one of ``'float32' | 'float16' | 'bfloat16'``. A job launches the same kernels with the
 same specializing arguments as the model: Triton specializes integer arguments on being 1 or a multiple
@@ -258,16 +258,19 @@ def run_job(job: Job, device: torch.device) -> None:
             kernels.depthwise_forward(x, weight, randn(channels))
         elif what == 'forward_nobias':
             kernels.depthwise_forward(x, weight, None)
+        elif what == 'input_grad':
+            kernels.depthwise_forward(x, weight, None, flip=True)
         elif what == 'grad_weight':
             kernels.depthwise_grad_weight(x, torch.randn_like(x), weight, with_bias=True)
-        elif what in ('residual', 'residual_nobias', 'residual_grad_weight'):
+        elif what in ('residual', 'residual_nobias', 'residual_input_grad', 'residual_grad_weight'):
             # the blocks' x + conv(x): x in fp32 (the residual stream under autocast) or in the weights' dtype
             for skip in {torch.float32, dtype}:
                 xs = x.to(skip)
-                if what == 'residual':
-                    kernels.depthwise_forward(xs, weight, randn(channels), residual=True)
-                elif what == 'residual_nobias':
-                    kernels.depthwise_forward(xs, weight, None, residual=True)
+                if what in ('residual', 'residual_nobias'):
+                    kernels.depthwise_forward(
+                        xs, weight, randn(channels) if what == 'residual' else None, residual=True)
+                elif what == 'residual_input_grad':
+                    kernels.depthwise_forward(xs, weight, None, residual=True, flip=True)
                 else:
                     kernels.depthwise_grad_weight(xs, torch.randn_like(xs), weight, with_bias=True)
         else:

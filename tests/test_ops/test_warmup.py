@@ -27,8 +27,9 @@ def test_jobs_of_mavit_t_are_one_per_compiled_variant():
     one class); depthwise 3x3 (position, FFN: both added to their input, the residual form) and 5x5 (LePE)
     at widths 64-2048, all multiples of 16, so one variant per kernel size."""
     model = MAViT(arch='t')
-    train = [('depthwise', 3, 16, 'float16', what) for what in ('residual', 'residual_grad_weight', 'residual_nobias')]
-    train += [('depthwise', 5, 16, 'float16', what) for what in ('forward', 'forward_nobias', 'grad_weight')]
+    train = [('depthwise', 3, 16, 'float16', what)
+             for what in ('residual', 'residual_grad_weight', 'residual_input_grad')]
+    train += [('depthwise', 5, 16, 'float16', what) for what in ('forward', 'grad_weight', 'input_grad')]
     train += [('mala', 64, heads, 'float16', what) for heads in (1, 2) for what in ('backward', 'forward')]
     train += [('rotary', 64, 2, 'float16', what) for what in ('backward', 'forward')]
     assert kernel_jobs(model, torch.float16, train=True) == train
@@ -100,7 +101,9 @@ def test_processes_sharing_a_cache_warm_it_up_once(monkeypatch, tmp_path):
         ('depthwise', 5, 2, 'float32', 'forward_nobias'),
         ('depthwise', 3, 16, 'float32', 'grad_weight'),
         ('depthwise', 3, 16, 'float16', 'residual'),
-        ('depthwise', 3, 2, 'float16', 'residual_nobias'),
+        ('depthwise', 3, 2, 'float16', 'residual_input_grad'),
+        ('depthwise', 5, 16, 'float32', 'input_grad'),
+        ('depthwise', 3, 16, 'float32', 'residual_nobias'),
         ('depthwise', 3, 16, 'float16', 'residual_grad_weight'),
         ('rotary', 64, 2, 'float32', 'forward'),
         ('rotary', 32, 1, 'float16', 'backward'),

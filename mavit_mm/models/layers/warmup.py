@@ -46,9 +46,9 @@ def kernel_jobs(model: nn.Module, dtype: torch.dtype, train: bool) -> List[Job]:
             for child, conv in m.named_children():
                 if _depthwise(conv):
                     k, c = conv.kernel_size[0], _specialization(conv.in_channels)
-                    forward, backward = ('forward', ('forward_nobias', 'grad_weight'))
+                    forward, backward = 'forward', ('input_grad', 'grad_weight')
                     if child in residual:
-                        forward, backward = ('residual', ('residual_nobias', 'residual_grad_weight'))
+                        forward, backward = 'residual', ('residual_input_grad', 'residual_grad_weight')
                     jobs.add(('depthwise', k, c, name, forward if conv.bias is not None else forward + '_nobias'))
                     if train:
                         jobs.update(('depthwise', k, c, name, what) for what in backward)

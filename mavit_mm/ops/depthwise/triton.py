@@ -34,9 +34,10 @@ _TARGET_PROGRAMS = 264
 
 @triton.jit(do_not_specialize=['H', 'W', 'num_pixels'])
 def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C, K: tl.constexpr, BLOCK_P: tl.constexpr,
-             BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr):
+             BLOCK_C: tl.constexpr, HAS_BIAS: tl.constexpr, RESIDUAL: tl.constexpr, FLIP: tl.constexpr):
     """``y = conv(x, w) + b`` (``RESIDUAL``: ``y = x + conv(x, w) + b``) for ``BLOCK_P`` pixels x ``BLOCK_C``
-    channels; x ``(B*H*W, C)`` with pixel stride XS, y ``(B*H*W, C)`` dense, w ``(C, K*K)``."""
+    channels; x ``(B*H*W, C)`` with pixel stride XS, y ``(B*H*W, C)`` dense, w ``(C, K*K)`` (``FLIP``: read
+    with its taps reversed, the transposed convolution of the input gradient)."""
     offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     in_p = offs_p < num_pixels
@@ -51,7 +52,8 @@ def _dw_conv(x_ptr, w_ptr, b_ptr, y_ptr, H, W, num_pixels, XS, C, K: tl.constexp
             ok = in_p & (row + dr >= 0) & (row + dr < H) & (col + dc >= 0) & (col + dc < W)
             src = offs_p + dr * W + dc
             xv = tl.load(x_ptr + src[:, None] * XS + offs_c[None, :], mask=ok[:, None] & in_c[None, :], other=0.0)
-            wv = tl.load(w_ptr + offs_c * (K * K) + (i * K + j), mask=in_c, other=0.0)
+            tap = K * K - 1 - (i * K + j) if FLIP else i * K + j
+            wv = tl.load(w_ptr + offs_c * (K * K) + tap, mask=in_c, other=0.0)
             acc += xv.to(w_ptr.dtype.element_ty).to(tl.float32) * wv.to(tl.float32)[None, :]
     if HAS_BIAS:
         acc += tl.load(b_ptr + offs_c, mask=in_c, other=0.0).to(tl.float32)[None, :]
@@ -117,9 +119,14 @@ def _pixel_major(x: Tensor) -> Tuple[Tensor, int]:
     return dense.permute(0, 3, 1, 2), c
 
 
-def depthwise_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], residual: bool = False) -> Tensor:
+def depthwise_forward(x: Tensor,
+                      weight: Tensor,
+                      bias: Optional[Tensor],
+                      residual: bool = False,
+                      flip: bool = False) -> Tensor:
     """``(B, C, H, W)`` -> ``(B, C, H, W)``, both channels-last; weight ``(C, 1, K, K)`` and bias in the compute
-    dtype. The result is in that dtype, or with ``residual`` (``x + conv(x)``) in x's."""
+    dtype. The result is in that dtype, or with ``residual`` (``x + conv(x)``) in x's. ``flip``: convolve with
+    the weight flipped in both directions (read in place, no flipped copy)."""
     b, c, h, w = x.shape
     k = weight.shape[-1]
     x, xs = _pixel_major(x)
@@ -144,6 +151,7 @@ def depthwise_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], residua
         BLOCK_C=BLOCK_CHANNELS,
         HAS_BIAS=bias is not None,
         RESIDUAL=residual,
+        FLIP=flip,
         num_warps=4)
     return y
 
@@ -194,7 +202,7 @@ def depthwise_backward(x: Tensor,
                        residual: bool = False) -> Tuple[Optional[Tensor], ...]:
     """``(dx, dweight, dbias)`` of :func:`depthwise_forward` (None where ``needs`` says so); dweight and dbias
     in the weight's dtype, dx in the input's (``residual``: with the skip connection's ``grad`` added)."""
-    dx = depthwise_forward(grad, weight.flip(-2, -1), None, residual) if needs[0] else None
+    dx = depthwise_forward(grad, weight, None, residual, flip=True) if needs[0] else None
     dw = db = None
     if needs[1] or needs[2]:
         dw, db = depthwise_grad_weight(x, grad, weight, needs[2])

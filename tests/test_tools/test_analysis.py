@@ -409,3 +409,19 @@ def test_profile_table_ranks_the_operators_a_new_size_adds():
     rows = growth_by_op(new, seen, top=2)
     assert rows[0]['op'] == 'aten::mm' and rows[0]['new_ms'] > rows[0]['seen_ms'] > 0
     assert rows[1]['op'] == 'aten::cumsum' and rows[1]['seen_ms'] == 0 and rows[1]['calls'] == 1
+
+
+def test_launch_counter_counts_computing_operators_and_triton_launches():
+    from mavit_mm.analysis.bench.launches import counting
+    a = torch.randn(8, 8, requires_grad=True)
+    with counting() as counts:
+        b = (a @ a).view(64).t()  # a matmul; a view and a no-op transpose launch nothing
+        c = torch.empty(3)  # an allocation neither
+        loss = b.sum() + c.sum()
+        assert counts['operators'] == 4  # mm, sum, sum, add
+        loss.backward()
+    assert counts['triton'] == 0
+    assert counts['operators'] >= 4 + 2  # and the backward's: at least mm's two gradient products
+    before = counts['operators']
+    torch.mm(a, a)  # outside the block: not counted
+    assert counts['operators'] == before

@@ -10,12 +10,13 @@
     python tools/analysis_tools/benchmark.py real-run          # tools/train.py + test.py on COCO-sized data
     python tools/analysis_tools/benchmark.py shapes --plain-convs   # what a new input size costs (CUDA)
     python tools/analysis_tools/benchmark.py cold-start     # a first step on an empty kernel cache (CUDA)
+    python tools/analysis_tools/benchmark.py launches --arch s   # operators and kernel launches per step
 
-Every subcommand but ``runner``, ``real-run``, ``shapes`` and ``cold-start`` takes --precision fp32|bf16|fp16,
---batch-size, --shape H W, --warmup, --repeats, --device and --out (json, written atomically); ``runner`` and
-``real-run`` run tools/train.py (and tools/test.py) and take --warmup and --out. All print the device and versions first
-and report medians after warm-up (``benchmark.py SUBCOMMAND -h`` for the rest). Flags mean what they mean in
-tools/train.py / test.py: ``--cuda-graphs [eval|train|all]``, ``--fast-path off|auto`` (the backbone's
+Every subcommand but ``runner``, ``real-run``, ``shapes``, ``cold-start`` and ``launches`` takes --precision
+fp32|bf16|fp16, --batch-size, --shape H W, --warmup, --repeats, --device and --out (json, written atomically);
+``runner`` and ``real-run`` run tools/train.py (and tools/test.py) and take --warmup and --out. All print the device
+and versions first and report medians after warm-up (``benchmark.py SUBCOMMAND -h`` for the rest). Flags mean what
+they mean in tools/train.py / test.py: ``--cuda-graphs [eval|train|all]``, ``--fast-path off|auto`` (the backbone's
 argument), ``--switches`` entries spelled as tools/train.py's switches, ``--arch`` one or more of t s b l.
 The measurements live in ``mavit_mm.analysis.bench`` (one module per subcommand, ``run(args)``); this file
 defines the command line.
@@ -28,8 +29,8 @@ from typing import Callable, Dict, List, Optional
 import torch
 from mmengine.config import DictAction
 
-from mavit_mm.analysis.bench import (PRECISIONS, TRAIN_SWITCHES, UsageError, backbone, cold_start, memory, model,
-                                     onnxrt, parse_switch, real_run, runner, shapes, train_iter)
+from mavit_mm.analysis.bench import (PRECISIONS, TRAIN_SWITCHES, UsageError, backbone, cold_start, launches, memory,
+                                     model, onnxrt, parse_switch, real_run, runner, shapes, train_iter)
 from mavit_mm.utils.cli_types import non_negative_int, positive_int
 from mavit_mm.utils.fileio import write_text_atomic
 
@@ -233,6 +234,16 @@ def shapes_args(parser: argparse.ArgumentParser) -> None:
     add_out(parser)
 
 
+def launches_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--arch', nargs='+', default=['t', 's'], choices=ARCHS)
+    parser.add_argument('--shape', type=positive_int, nargs=2, default=(224, 320), metavar=('H', 'W'))
+    parser.add_argument(
+        '--device',
+        default='cuda' if torch.cuda.is_available() else 'cpu',
+        help="CUDA, or a CPU (the fast path's kernels only with TRITON_INTERPRET=1)")
+    add_out(parser)
+
+
 #: subcommand -> (its measurement module, the function adding its options)
 SUBCOMMANDS: Dict[str, tuple] = {
     'model': (model, model_args),
@@ -244,6 +255,7 @@ SUBCOMMANDS: Dict[str, tuple] = {
     'real-run': (real_run, real_run_args),
     'shapes': (shapes, shapes_args),
     'cold-start': (cold_start, cold_start_args),
+    'launches': (launches, launches_args),
 }
 
 

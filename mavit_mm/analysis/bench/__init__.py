@@ -1,5 +1,5 @@
 """The subcommands of ``tools/analysis_tools/benchmark.py``: ``model``, ``backbone``, ``train-iter``, ``memory``,
-``onnx``, ``runner``, ``real-run``, ``shapes``, ``cold-start``.
+``onnx``, ``runner``, ``real-run``, ``shapes``, ``cold-start``, ``launches``.
 
 Each module has ``run(args) -> dict``, ``args`` being the options ``benchmark.py`` parsed (its parser defines
 them); a wrong combination of options raises :class:`UsageError`, which the tool reports as a usage error.

@@ -228,6 +228,8 @@ def growth_by_op(new: Dict[str, Tuple[float, float]], seen: Dict[str, Tuple[floa
 
 
 def per_op_profile(device: torch.device, sizes: int, arch: str, top: int = 25) -> dict:
+    """The ``profile`` table: host time per step in all operators at ``sizes`` new sizes and at a seen one, and
+    the ``top`` operators whose host time grows most (:func:`growth_by_op`)."""
     from mavit_mm.models.backbones.mavit import MAViT
     torch.manual_seed(0)
     model = MAViT(arch, drop_path_rate=0.2).to(device).train()
